@@ -1,0 +1,77 @@
+"""Stateless, replica-invariant random noise.
+
+Every random draw in asvae_tf is a pure function of an int32 seed of shape [2]
+(`tf.random.stateless_*`), so a training run is reproducible from (train.seed,
+step) alone and resuming needs no RNG state beyond the step counter.
+
+Under a `tf.distribute` strategy each replica sees only its slice of the global
+batch. To make a run independent of the number of replicas, the helpers here
+draw the noise of the WHOLE global batch (per-replica batch x
+num_replicas_in_sync rows) from the shared seed and keep this replica's rows.
+Row i of the global batch therefore gets the same noise whether it is processed
+on one device or on replica i // b of R devices. Outside a strategy (eval,
+export) this is an ordinary stateless draw.
+"""
+
+import tensorflow as tf
+
+
+def split(seed, n):
+  """Splits a stateless seed [2] into n independent seeds, shape [n, 2]."""
+  return tf.random.experimental.stateless_split(seed, num=n)
+
+
+def fold_in(seed, data):
+  """Derives a seed [2] from `seed` [2] and an integer `data` (int or int tensor)."""
+  return tf.random.experimental.stateless_fold_in(seed, tf.cast(data, tf.int32))
+
+
+def step_seed(base_seed, step):
+  """Seed [2] for global training step `step` of a run seeded with `base_seed` (int)."""
+  return fold_in(tf.constant([int(base_seed), 0x5EED], tf.int32), tf.cast(step, tf.int32))
+
+
+def _replica_position():
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None:  # Cross-replica context: behave like one replica.
+    return 0, 1
+  return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+
+def _draw(sampler, shape, seed, dtype):
+  """shape: a list of ints or an int tensor [rank]."""
+  replica_id, num_replicas = _replica_position()
+  if num_replicas == 1:
+    return sampler(shape, seed=seed, dtype=dtype)
+  if isinstance(shape, (list, tuple, tf.TensorShape)):
+    full_shape = [num_replicas] + list(shape)
+  else:
+    full_shape = tf.concat([[num_replicas], tf.cast(shape, tf.int32)], 0)
+  return tf.gather(sampler(full_shape, seed=seed, dtype=dtype), replica_id)
+
+
+def normal(shape, seed, dtype=tf.float32):
+  """Standard normal noise of `shape` (rows = per-replica batch), replica-invariant."""
+  return _draw(tf.random.stateless_normal, shape, seed, dtype)
+
+
+def uniform(shape, seed, dtype=tf.float32):
+  """U[0, 1) noise of `shape` (rows = per-replica batch), replica-invariant."""
+  return _draw(tf.random.stateless_uniform, shape, seed, dtype)
+
+
+def dropout(x, rate, seed):
+  """Inverted dropout of x [b, ...] with a replica-invariant stateless mask.
+
+  Args:
+    x: float tensor [b, ...].
+    rate: Python float in [0, 1), fraction of units dropped.
+    seed: int32 [2].
+  Returns:
+    Tensor like x: x * mask / (1 - rate), mask ~ Bernoulli(1 - rate).
+  """
+  if not rate:
+    return x
+  shape = x.shape.as_list() if x.shape.is_fully_defined() else tf.shape(x)
+  keep = uniform(shape, seed, x.dtype) >= rate
+  return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
