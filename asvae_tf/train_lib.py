@@ -78,7 +78,7 @@ def _image_grid(images, rows):
   return tf.reshape(grid, [1, rows * h, cols * w, c])
 
 
-class _Trainer:
+class Trainer:
   """Holds the built model, optimizers, checkpointing and the compiled functions."""
 
   def __init__(self, strategy, mdl, global_batch_size, seed, disc_steps, jit_compile):
@@ -200,9 +200,7 @@ def _validation_batches(splits, batch_size, seed):
     return []
   if splits.binary:
     rng = np.random.RandomState(seed)
-    images = (rng.uniform(size=images.shape) < images / 255.0).astype(np.uint8)
-    # Binarised pixels are 0/1: eval_dataset maps binary images by /255, so scale back.
-    images = images * 255
+    images = (rng.uniform(size=images.shape) < images / 255.0).astype(np.uint8)  # 0/1
   return [x for x in data.eval_dataset(images, batch_size, splits.binary)]
 
 
@@ -265,7 +263,7 @@ def train(model_dir,
   with strat.scope():
     mdl = model_lib.build_model(image_shape=splits.image_shape)
     mdl.build_all()
-  trainer = _Trainer(strat, mdl, batch_size, seed, discriminator_steps, jit_compile)
+  trainer = Trainer(strat, mdl, batch_size, seed, discriminator_steps, jit_compile)
 
   ckpt = tf.train.Checkpoint(model=mdl, generator_optimizer=trainer.g_opt,
                              discriminator_optimizer=trainer.d_opt, step=trainer.step,
