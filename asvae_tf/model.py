@@ -143,14 +143,14 @@ class ASVAE(keras.Model):
 
   def decoder_rsample(self, params, seed):
     """x_theta(z, xi): reparameterised decoder sample, [b,H,W,C] (eq. 11)."""
+    law = self.likelihood.noise
+    if law == "none":  # deterministic, e.g. the Bernoulli mean
+      return self.likelihood.rsample(params)
     shape = params.shape[:-1].as_list() + [self.image_shape[-1]]
     if shape[0] is None:
       shape = tf.concat([tf.shape(params)[:1], shape[1:]], 0)
-    if self.likelihood.noise == "uniform":
-      xi = noise.uniform(shape, seed, params.dtype)
-    else:
-      xi = noise.normal(shape, seed, params.dtype)
-    return self.likelihood.rsample(params, noise=xi)
+    draw = noise.uniform if law == "uniform" else noise.normal
+    return self.likelihood.rsample(params, noise=draw(shape, seed, params.dtype))
 
   def sample_prior(self, batch_size, seed, dtype=tf.float32):
     """z ~ p(z) = N(0, I): [batch_size, D]."""

@@ -38,8 +38,12 @@ class _DenseStack(keras.layers.Layer):
 
   def __init__(self, units, activation, dropout_rate, **kwargs):
     super().__init__(**kwargs)
-    self.dense = [keras.layers.Dense(u, kernel_initializer=_XAVIER, dtype=self.dtype_policy,
-                                     name=f"dense_{i}") for i, u in enumerate(units)]
+    # Named attributes, not a list: tf.train.Checkpoint does not see into Keras 3's
+    # tracked lists, so weights held in a list attribute would silently not be saved.
+    self.num_layers = len(units)
+    for i, u in enumerate(units):
+      setattr(self, f"dense_{i}", keras.layers.Dense(
+          u, kernel_initializer=_XAVIER, dtype=self.dtype_policy, name=f"dense_{i}"))
     self.act = _activation(activation)
     self.dropout_rate = float(dropout_rate)
 
@@ -47,8 +51,8 @@ class _DenseStack(keras.layers.Layer):
     apply_dropout = training and self.dropout_rate > 0.0
     if apply_dropout and seed is None:
       raise ValueError(f"{self.name}: dropout in training needs a seed")
-    for i, dense in enumerate(self.dense):
-      h = self.act(dense(h))
+    for i in range(self.num_layers):
+      h = self.act(getattr(self, f"dense_{i}")(h))
       if apply_dropout:
         h = noise.dropout(h, self.dropout_rate, noise.fold_in(seed, i))
     return h
