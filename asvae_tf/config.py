@@ -10,14 +10,45 @@ import os
 
 import gin
 import keras
+import tensorflow as tf
 
 
 class ConfigError(ValueError):
   """A bad configuration value (reported by the CLIs as one line, exit code 2)."""
 
 
+class FusedAdam(keras.optimizers.Adam):
+  """Keras 3 Adam whose per-variable update is TF's fused `ResourceApplyAdam` kernel.
+
+  Same update as `keras.optimizers.Adam` (m, v moments; bias correction folded into
+  the step size lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)) in one pass over each
+  variable instead of about ten elementwise ops: on the MNIST MLPs this update is
+  otherwise a third of the VAE step. Works in replica and update contexts
+  (MirroredStrategy) because it goes through the variables' resource handles.
+  AMSGrad and weight decay are not fused: they fall back to the Keras update.
+  """
+
+  def update_step(self, gradient, variable, learning_rate):
+    if self.amsgrad:
+      return super().update_step(gradient, variable, learning_rate)
+    dtype = variable.dtype
+    index = self._get_variable_index(variable)
+    m, v = self._momentums[index], self._velocities[index]
+    step = tf.cast(self.iterations + 1, dtype)
+    # tf.constant, not tf.cast: casting a Python float goes through float32.
+    beta_1 = tf.constant(self.beta_1, dtype)
+    beta_2 = tf.constant(self.beta_2, dtype)
+    tf.raw_ops.ResourceApplyAdam(
+        var=variable.handle, m=m.handle, v=v.handle,
+        beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+        lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+        epsilon=tf.constant(self.epsilon, dtype), grad=tf.cast(gradient, dtype),
+        use_locking=False)
+
+
 _OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
+    "adam": FusedAdam,
+    "keras_adam": keras.optimizers.Adam,
     "rmsprop": keras.optimizers.RMSprop,
     "sgd": keras.optimizers.SGD,
 }
@@ -25,11 +56,13 @@ _OPTIMIZERS = {
 
 @gin.configurable("optimizer")
 def make_optimizer(name="adam", learning_rate=1e-4, beta_1=0.9, beta_2=0.999,
-                   epsilon=1e-7, clipnorm=None):
+                   epsilon=1e-7, momentum=0.0, clipnorm=None):
   """A Keras 3 optimizer; Adam with learning rate 1e-4 as in section 5.
 
-  beta_1 / beta_2 apply to Adam only (beta_1 is the momentum of SGD, rho of RMSprop
-  is left at its default). Call it under `gin.config_scope("generator")` or
+  name: "adam" (`FusedAdam`, the default), "keras_adam" (keras.optimizers.Adam, same
+  maths, unfused), "rmsprop" or "sgd".
+  beta_1 / beta_2 / epsilon apply to Adam only, momentum to SGD and RMSprop.
+  Call it under `gin.config_scope("generator")` or
   `("discriminator")` and under `strategy.scope()`.
   """
   if name not in _OPTIMIZERS:
@@ -37,10 +70,10 @@ def make_optimizer(name="adam", learning_rate=1e-4, beta_1=0.9, beta_2=0.999,
   kwargs = dict(learning_rate=learning_rate)
   if clipnorm is not None:
     kwargs["clipnorm"] = clipnorm
-  if name == "adam":
+  if name in ("adam", "keras_adam"):
     kwargs.update(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
-  elif name == "sgd":
-    kwargs.update(momentum=beta_1)
+  else:
+    kwargs.update(momentum=momentum)
   return _OPTIMIZERS[name](**kwargs)
 
 

@@ -191,20 +191,28 @@ class BernoulliLikelihood(Likelihood):
         logits) sample (Maddison et al. 2017; Jang et al. 2017):
           x' = sigmoid((l + log U - log(1 - U)) / temperature),  U ~ U(0, 1),
         so P(x' <= x) = sigmoid(temperature * logit(x) - l).  noise = "uniform".
+      reparameterization="straight_through": the exact Bernoulli sample
+        x' = 1[l + log U - log(1 - U) > 0] (the hard version of the relaxed sample
+        above: binary like the data, so the discriminators of eqs. (5)/(6) cannot
+        tell real from generated images by their support) with the gradient of
+        the relaxed sample (straight-through: x' = relaxed + stop_gradient(hard -
+        relaxed)).  noise = "uniform".
       reparameterization="mean": x' = sigmoid(l) (deterministic; noise = "none").
     """
+
+    REPARAMETERIZATIONS = ("relaxed", "straight_through", "mean")
 
     num_params = 1
 
     def __init__(self, reparameterization="relaxed", temperature=0.5):
-        if reparameterization not in ("relaxed", "mean"):
-            raise ValueError(f"reparameterization must be 'relaxed' or 'mean', got "
-                             f"{reparameterization!r}.")
+        if reparameterization not in self.REPARAMETERIZATIONS:
+            raise ValueError(f"reparameterization must be one of {self.REPARAMETERIZATIONS}, "
+                             f"got {reparameterization!r}.")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
         self.reparameterization = reparameterization
         self.temperature = float(temperature)
-        self.noise = "uniform" if reparameterization == "relaxed" else "none"
+        self.noise = "none" if reparameterization == "mean" else "uniform"
 
     def distribution(self, params):
         logits = self._check(params)
@@ -221,7 +229,7 @@ class BernoulliLikelihood(Likelihood):
         return tf.sigmoid(self._check(params))
 
     def rsample(self, params, seed=None, noise=None):
-        """[N, H, W, C] relaxed sample (or the mean); noise = U(0, 1) draws if given."""
+        """[N, H, W, C] relaxed / straight-through sample (or the mean); noise = U(0, 1) draws."""
         logits = self._check(params)
         if self.reparameterization == "mean":
             return tf.sigmoid(logits)
@@ -230,7 +238,11 @@ class BernoulliLikelihood(Likelihood):
         eps = np.finfo(logits.dtype.as_numpy_dtype).eps
         u = tf.clip_by_value(u, eps, 1.0 - eps)  # keep the logistic noise finite
         logistic = tf.math.log(u) - tf.math.log1p(-u)
-        return tf.sigmoid((logits + logistic) / tf.constant(self.temperature, logits.dtype))
+        relaxed = tf.sigmoid((logits + logistic) / tf.constant(self.temperature, logits.dtype))
+        if self.reparameterization == "relaxed":
+            return relaxed
+        hard = tf.cast(logits + logistic > 0, logits.dtype)
+        return relaxed + tf.stop_gradient(hard - relaxed)
 
 
 @gin.configurable("gaussian_likelihood")

@@ -93,23 +93,27 @@ class Objective:
     generator: Terms -> [b] loss for the encoder/decoder (theta, phi).
     discriminators: which of "eq5" (f1) and "eq6" (f2) are trained.
     needs_prior_log_q: whether the generator needs log q_phi(z | x') at prior z
-      (the costly inverse of a flow posterior).
+      (the costly inverse of a flow posterior): the decoder branch of eq. (11).
+    needs_encoder_branch: whether the generator needs z ~ q_phi(z|x) and
+      log p_theta(x|z): the encoder branch (eq. 1 / first half of eq. 11).
   """
   name: str
   generator: Callable
   discriminators: Tuple[str, ...]
   needs_prior_log_q: bool
+  needs_encoder_branch: bool
 
 
 OBJECTIVES = {
-    "vae": Objective("vae", lambda t: vae(t.log_px_given_zq, t.log_pzq, t.log_qzq), (), False),
+    "vae": Objective("vae", lambda t: vae(t.log_px_given_zq, t.log_pzq, t.log_qzq),
+                     (), needs_prior_log_q=False, needs_encoder_branch=True),
     "asvae_r": Objective("asvae_r", lambda t: asvae_r(t.f1_real, t.log_px_given_zq),
-                         ("eq5",), False),
+                         ("eq5",), needs_prior_log_q=False, needs_encoder_branch=True),
     "asvae_g": Objective("asvae_g", lambda t: asvae_g(t.f2_real, t.log_q_prior),
-                         ("eq6",), True),
+                         ("eq6",), needs_prior_log_q=True, needs_encoder_branch=False),
     "asvae": Objective("asvae", lambda t: asvae(t.f1_real, t.log_px_given_zq,
                                                 t.f2_real, t.log_q_prior),
-                       ("eq5", "eq6"), True),
+                       ("eq5", "eq6"), needs_prior_log_q=True, needs_encoder_branch=True),
 }
 
 

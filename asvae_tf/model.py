@@ -104,8 +104,9 @@ class ASVAE(keras.Model):
     """Creates every variable by one pass on a dummy batch of 2."""
     x = tf.zeros((2,) + self.image_shape)
     seed = tf.constant([0, 0], tf.int32)
-    for mode in ("generator", "discriminator"):
-      self.terms(x, seed, mode, training=False)
+    self.terms(x, seed, "generator", training=False)
+    if self.has_discriminators:
+      self.terms(x, seed, "discriminator", training=False)
     self.posterior_mean(x)
 
   @property
@@ -181,7 +182,7 @@ class ASVAE(keras.Model):
     t = Terms(x=x)
 
     # Encoder branch: x ~ q(x), z = z_phi(x, eps).
-    need_enc = (not gen) or obj.name in ("vae", "asvae_r", "asvae")
+    need_enc = (not gen) or obj.needs_encoder_branch
     if need_enc:
       zq, log_qzq = self.encode(x, s[0], training=training)
       t.zq, t.log_qzq = sg(zq), sg(log_qzq)
@@ -195,7 +196,7 @@ class ASVAE(keras.Model):
     if need_dec:
       t.zp = self.sample_prior(b, s[2], x.dtype)
       t.xp = sg(self.decoder_rsample(self.decode(t.zp, seed=s[3], training=training), s[4]))
-      if gen and obj.needs_prior_log_q:
+      if gen:
         t.log_q_prior = self.posterior_log_prob(t.xp, t.zp, seed=s[5], training=training)
 
     # Discriminators: f1 of eq. (5), f2 of eq. (6).
@@ -224,8 +225,7 @@ class ASVAE(keras.Model):
 
   def negative_elbo(self, x, seed):
     """-ELBO of eq. (1) with one posterior sample, [b] nats."""
-    s = noise.split(seed, 2)
-    z, log_q = self.encode(x, s[0])
+    z, log_q = self.encode(x, seed)
     log_px = self.likelihood.log_prob(self.decode(z), x)
     return losses.vae(log_px, prior_log_prob(z), log_q)
 

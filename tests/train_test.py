@@ -94,8 +94,12 @@ def test_loss_goes_down_on_real_digits(tmp_path):
 
 
 def test_two_replicas_give_the_same_update_as_one_device(tmp_path):
+  # Plain SGD: its update is proportional to the gradient, so a loss-scaling error
+  # (per-replica instead of global batch) would show; Adam would normalise it away.
   common = ["model.objective = 'asvae'", "posterior.kind = 'planar'",
-            "train.checkpoint_every = 0"]
+            "train.checkpoint_every = 0", "generator/optimizer.name = 'sgd'",
+            "discriminator/optimizer.name = 'sgd'", "generator/optimizer.learning_rate = 0.05",
+            "discriminator/optimizer.learning_rate = 0.05"]
   _train(tmp_path / "one", common + ["train.strategy = 'default'"])
   _train(tmp_path / "two", common + ["train.strategy = 'mirrored'"])
   one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
@@ -110,6 +114,14 @@ def test_two_replicas_give_the_same_update_as_one_device(tmp_path):
   _train(init, common + ["train.strategy = 'default'", "train.num_steps = 1",
                          "generator/optimizer.learning_rate = 0.0",
                          "discriminator/optimizer.learning_rate = 0.0"])
+  # A wrong loss scale changes the update: 2 replicas averaging per-replica losses
+  # by their own batch would double every SGD step.
+  doubled = tmp_path / "doubled"
+  _train(doubled, common + ["train.strategy = 'default'",
+                            "generator/optimizer.learning_rate = 0.1",
+                            "discriminator/optimizer.learning_rate = 0.1"])
+  assert any(not np.allclose(_weights(doubled)[k], one[k], rtol=1e-5, atol=1e-6)
+             for k in one if "_trainable_variables/" in k)
   start = _weights(init)
   # (Each variable is saved once, under its first path: the optimizer's reference.)
   params = [k for k in one if "_trainable_variables/" in k]
@@ -146,6 +158,8 @@ def test_resume_in_new_process_is_bit_identical(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["--gin_file=does/not/exist.gin"], "gin file not found"),
+    ([f"--gin_file={MNIST_GIN}", "--gin_param=dataset.name = 'synthetic'",
+      "--gin_param=train.seed = -1"], "train.seed"),
     ([f"--gin_file={MNIST_GIN}", "--gin_param=train.no_such_parameter = 1"], "no_such_parameter"),
     ([f"--gin_file={MNIST_GIN}", "--gin_param=train.num_steps = 0",
       "--gin_param=dataset.name = 'synthetic'"], "num_steps"),
