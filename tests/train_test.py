@@ -63,11 +63,27 @@ def test_two_step_smoke_run_per_objective(tmp_path, objective):
   assert os.path.isfile(tmp_path / "operative_config.gin")
   assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
   assert glob.glob(str(tmp_path / "summaries" / "train" / "events.*"))
+  tags = set()
+  for path in glob.glob(str(tmp_path / "summaries" / "train" / "events.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"samples", "reconstructions", "loss/generator", "speed/images_per_second",
+          "learning_rate/generator"} <= tags, tags
+  assert ("discriminator/eq5_accuracy" in tags) == (objective in ("asvae_r", "asvae"))
+  assert ("discriminator/eq6_accuracy" in tags) == (objective in ("asvae_g", "asvae"))
   # Discriminator weights are trained and saved exactly when the objective has them.
   weights = _weights(tmp_path)
   assert any(k.startswith("discriminator_optimizer/_trainable_variables/") for k in weights) == (objective != "vae")
   best = tf.train.load_checkpoint(str(tmp_path / "best"))
   assert any(k.startswith("model/encoder/") for k in best.get_variable_to_shape_map())
+
+
+def test_xla_steps_under_mirrored_strategy(tmp_path):
+  # XLA compiles the per-replica loss/gradient function (not strategy.run itself).
+  result = _train(tmp_path, ["model.objective = 'asvae'", "train.strategy = 'mirrored'",
+                             "train.jit_compile = True"])
+  assert result["step"] == 2
+  assert all(np.isfinite(v) for v in result["train"].values())
 
 
 def test_loss_goes_down_on_real_digits(tmp_path):
