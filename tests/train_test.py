@@ -78,6 +78,19 @@ def test_two_step_smoke_run_per_objective(tmp_path, objective):
   assert any(k.startswith("model/encoder/") for k in best.get_variable_to_shape_map())
 
 
+def test_early_stopping_stops_and_stays_stopped(tmp_path):
+  # With zero learning rates the validation metric can never improve after the first
+  # validation: patience 1 stops at the second one and checkpoints there.
+  frozen = ["model.objective = 'vae'", "train.strategy = 'default'", "train.num_steps = 10",
+            "train.validate_every = 1", "train.checkpoint_every = 0",
+            "train.early_stopping_patience = 1", "generator/optimizer.learning_rate = 0.0"]
+  result = _train(tmp_path, frozen)
+  assert result["step"] == 2
+  assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
+  assert tf.train.latest_checkpoint(str(tmp_path / "best")).endswith("ckpt-1")
+  assert _train(tmp_path, frozen)["step"] == 2  # a rerun does not train past the stop
+
+
 def test_xla_steps_under_mirrored_strategy(tmp_path):
   # XLA compiles the per-replica loss/gradient function (not strategy.run itself).
   result = _train(tmp_path, ["model.objective = 'asvae'", "train.strategy = 'mirrored'",
