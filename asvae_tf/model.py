@@ -238,6 +238,44 @@ class ASVAE(keras.Model):
     z = self.sample_prior(batch_size, seed)
     return self.likelihood.mean(self.decode(z)), z
 
+  def iwae_log_likelihood(self, x, num_samples, seed, chunk_size=64):
+    """Importance-weighted lower bound of log p(x) (Burda et al.), [b] nats.
+
+    log p(x) >= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k,
+    z_k ~ q(z|x) (k = num_samples, via `posterior.sample_and_log_prob` with a
+    sample shape). The k samples are drawn in chunks of `chunk_size` (static) with
+    a running logsumexp, so memory is O(chunk_size * b) whatever k is (k = 5000
+    fits); the last chunk is masked. Chunk i uses the seed fold_in(seed, i).
+
+    Args:
+      x: [b, H, W, C] images.
+      num_samples: k >= 1, Python int or int32 scalar tensor.
+      seed: int32 [2].
+      chunk_size: Python int, samples per chunk.
+    """
+    chunk_size = int(chunk_size)
+    x = tf.convert_to_tensor(x)
+    k = tf.cast(num_samples, tf.int32)
+    b = tf.shape(x)[0]
+    h = self.encoder(x)
+    x_tiled = tf.tile(x, [chunk_size, 1, 1, 1])  # chunk-major: row s * b + i
+    neg_inf = tf.constant(-math.inf, x.dtype)
+
+    def body(i, acc):
+      z, log_q = self.posterior.sample_and_log_prob(
+          h, seed=noise.fold_in(seed, i), sample_shape=(chunk_size,))  # [c,b,D], [c,b]
+      params = self.decode(tf.reshape(z, [-1, self.latent_dim]))
+      log_px = tf.reshape(self.likelihood.log_prob(params, x_tiled), [chunk_size, b])
+      log_w = log_px + prior_log_prob(z) - log_q
+      valid = tf.range(chunk_size) + i * chunk_size < k
+      log_w = tf.where(valid[:, None], log_w, neg_inf)
+      return i + 1, tf.reduce_logsumexp(tf.concat([acc[None], log_w], 0), axis=0)
+
+    num_chunks = (k + chunk_size - 1) // chunk_size
+    _, total = tf.while_loop(lambda i, _: i < num_chunks, body,
+                             (tf.constant(0, tf.int32), tf.fill([b], neg_inf)))
+    return total - tf.math.log(tf.cast(k, x.dtype))
+
   def reconstruction_errors(self, x, seed):
     """Validation reconstruction losses used for early stopping (section 5).
 

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from asvae_tf import config
 from asvae_tf import data
+from asvae_tf import export_lib
 from asvae_tf import model as model_lib
 from asvae_tf import noise
 
@@ -387,5 +388,9 @@ def train(model_dir,
 
   train_writer.flush()
   val_writer.flush()
-  config.write_operative_config(write_dir)
+  gin_path = config.write_operative_config(write_dir)
+  if chief:
+    with open(gin_path) as f:
+      export_lib.export(mdl, os.path.join(model_dir, "saved_model"), f.read(),
+                        step=int(trainer.step.numpy()), dataset=splits.name)
   return result

@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Speed of the exported SavedModel (loaded with tf.saved_model.load) on the MNIST model.
+
+Builds the gin/mnist.gin model (AS-VAE, planar K = 80, D = 32, 784-500-500 /
+32-500-500-784 MLPs) with untrained weights (speed does not depend on them),
+exports it with asvae_tf.export_lib, loads the SavedModel and times its
+signatures:
+
+  sample at batch --batch (default 1000): images/s, median of --repeats windows of
+    --iters calls each;
+  sample at batch 1: per-image latency (median of --repeats windows);
+  encode at batch --batch and 1 (planar flow), for reference.
+
+  .venv/bin/python bench/export_speed.py [--repeats 7] [--iters 20] [--batch 1000]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import gin  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tensorflow as tf
+
+from asvae_tf import config
+from asvae_tf import export_lib
+from asvae_tf import model as model_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def windows(fn, iters, repeats):
+  """Seconds per call of fn(): one median over `repeats` windows of `iters` calls."""
+  fn()
+  fn()  # warm-up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(iters):
+      fn()
+    times.append((time.perf_counter() - start) / iters)
+  return np.array(times)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--iters", type=int, default=20)
+  parser.add_argument("--batch", type=int, default=1000)
+  parser.add_argument("--export_dir", default=None, help="default: a temporary dir")
+  args = parser.parse_args()
+
+  gin_file = os.path.join(ROOT, "gin", "mnist.gin")
+  gin.clear_config()
+  config.parse([gin_file])
+  mdl = model_lib.build_model(image_shape=(28, 28, 1))
+  gin_text = gin.config_str()
+  gin.clear_config()
+  mdl.build_all()
+  export_dir = args.export_dir or os.path.join(tempfile.mkdtemp(prefix="asvae_bench_"), "sm")
+  t0 = time.perf_counter()
+  export_lib.export(mdl, export_dir, gin_text, step=0, dataset="mnist")
+  export_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  m = tf.saved_model.load(export_dir)
+  load_s = time.perf_counter() - t0
+  sample, encode = m.signatures["sample"], m.signatures["encode"]
+  seed = tf.constant([1, 2], tf.int32)
+  x_big = tf.constant(np.random.RandomState(0).uniform(
+      size=(args.batch, 28, 28, 1)).astype(np.float32))
+  x_one = x_big[:1]
+  n_big, n_one = tf.constant(args.batch), tf.constant(1)
+
+  rows = []
+  t = windows(lambda: sample(num_samples=n_big, seed=seed)["images"].numpy(),
+              args.iters, args.repeats)
+  rows.append((f"sample, batch {args.batch}", args.batch / np.median(t),
+               args.batch / t.max(), args.batch / t.min(), np.median(t) / args.batch))
+  t = windows(lambda: sample(num_samples=n_one, seed=seed)["images"].numpy(),
+              args.iters * 5, args.repeats)
+  rows.append(("sample, batch 1", 1 / np.median(t), 1 / t.max(), 1 / t.min(), np.median(t)))
+  t = windows(lambda: encode(images=x_big, seed=seed)["z"].numpy(), args.iters, args.repeats)
+  rows.append((f"encode (planar K=80), batch {args.batch}", args.batch / np.median(t),
+               args.batch / t.max(), args.batch / t.min(), np.median(t) / args.batch))
+  t = windows(lambda: encode(images=x_one, seed=seed)["z"].numpy(), args.iters * 5,
+              args.repeats)
+  rows.append(("encode (planar K=80), batch 1", 1 / np.median(t), 1 / t.max(), 1 / t.min(),
+               np.median(t)))
+
+  print(f"SavedModel {export_dir}: export {export_s:.1f} s, load {load_s:.1f} s; "
+        f"tf {tf.__version__}, {os.cpu_count()} CPUs; medians of {args.repeats} windows")
+  print("| signature | img/s (median) | min-max | s/image (median) |")
+  print("| --- | --- | --- | --- |")
+  for name, med, lo, hi, per in rows:
+    print(f"| {name} | {med:,.0f} | {lo:,.0f}-{hi:,.0f} | {per:.2e} |")
+
+
+if __name__ == "__main__":
+  main()
