@@ -8,6 +8,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+# Tiny networks on synthetic 28x28x1 data (latent D = 4, planar K = 2), batch 8, 2 steps:
+# a training run traces and steps in seconds. Tests add their own schedule bindings.
+TINY_MODEL = [
+    "mlp_encoder.hidden_units = (16,)",
+    "mlp_decoder.hidden_units = (16,)",
+    "joint_discriminator.x_units = (8,)",
+    "joint_discriminator.z_units = (8,)",
+    "joint_discriminator.joint_units = (8,)",
+    "model.latent_dim = 4",
+    "posterior.num_flows = 2",
+    "dataset.name = 'synthetic'",
+    "dataset.synthetic_num_examples = 64",
+    "train.batch_size = 8",
+    "train.num_steps = 2",
+    "train.early_stopping_patience = 0",
+]
+
 # Real MNIST test-set files live beside the project root (never copied into it).
 MNIST_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 

@@ -16,30 +16,17 @@ from asvae_tf import export_lib
 from asvae_tf import model as model_lib
 from asvae_tf import noise
 from asvae_tf import train_lib
-from conftest import ROOT
+from conftest import ROOT, TINY_MODEL
 
 MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
 BIN = os.path.dirname(sys.executable)
 H, W, C, D = 28, 28, 1, 4
 
-# Same tiny bindings as tests/train_test.py (planar K = 2, synthetic 28x28x1).
-TINY = [
-    "mlp_encoder.hidden_units = (16,)",
-    "mlp_decoder.hidden_units = (16,)",
-    "joint_discriminator.x_units = (8,)",
-    "joint_discriminator.z_units = (8,)",
-    "joint_discriminator.joint_units = (8,)",
-    f"model.latent_dim = {D}",
-    "posterior.num_flows = 2",
-    "dataset.name = 'synthetic'",
-    "dataset.synthetic_num_examples = 64",
-    "train.batch_size = 8",
-    "train.num_steps = 2",
+TINY = TINY_MODEL + [
     "train.summary_every = 0",
     "train.validate_every = 0",
     "train.image_every = 0",
     "train.checkpoint_every = 0",
-    "train.early_stopping_patience = 0",
     "train.strategy = 'default'",
 ]
 

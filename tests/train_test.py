@@ -12,29 +12,16 @@ import tensorflow as tf
 
 from asvae_tf import config
 from asvae_tf import train_lib
-from conftest import MNIST_DIR, ROOT
+from conftest import MNIST_DIR, ROOT, TINY_MODEL
 
 MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
 GIN_FILES = sorted(glob.glob(os.path.join(ROOT, "gin", "*.gin")))
 
-# Tiny networks so a run traces and steps in seconds.
-TINY = [
-    "mlp_encoder.hidden_units = (16,)",
-    "mlp_decoder.hidden_units = (16,)",
-    "joint_discriminator.x_units = (8,)",
-    "joint_discriminator.z_units = (8,)",
-    "joint_discriminator.joint_units = (8,)",
-    "model.latent_dim = 4",
-    "posterior.num_flows = 2",
-    "dataset.name = 'synthetic'",
-    "dataset.synthetic_num_examples = 64",
-    "train.batch_size = 8",
-    "train.num_steps = 2",
+TINY = TINY_MODEL + [
     "train.summary_every = 1",
     "train.validate_every = 2",
     "train.image_every = 2",
     "train.checkpoint_every = 2",
-    "train.early_stopping_patience = 0",
 ]
 
 
