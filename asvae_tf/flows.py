@@ -312,6 +312,10 @@ class PlanarFlow(tfb.Bijector):
 
     # -- one-pass helpers -----------------------------------------------------
 
+    def _log_det_from_tanh(self, ths):
+        """fldj [..., batch] = sum_k log(1 + c_k (1 - tanh_k^2)), ths [..., batch, K]."""
+        return tf.reduce_sum(tf.math.log1p(self._c * (1.0 - tf.square(ths))), axis=-1)
+
     def forward_and_log_det(self, z):
         """One pass: (y, fldj) with y = f_K o ... o f_1(z), fldj = sum_k log|det|.
 
@@ -327,7 +331,7 @@ class PlanarFlow(tfb.Bijector):
         if self._custom_gradient:
             return _planar_forward_custom(*args, self._layers_per_iteration)
         y, ths = _planar_forward(*args[:4], self._layers_per_iteration)
-        return y, tf.reduce_sum(tf.math.log1p(self._c * (1.0 - tf.square(ths))), axis=-1)
+        return y, self._log_det_from_tanh(ths)
 
     def inverse_and_log_det(self, y):
         """One pass of the numerical inverse: (z, ildj), ildj = -fldj(z).
@@ -346,7 +350,7 @@ class PlanarFlow(tfb.Bijector):
                                           self._layers_per_iteration)
         z, ths = _planar_inverse(*args, self._newton_iterations,
                                  self._layers_per_iteration, differentiable=True)
-        return z, -tf.reduce_sum(tf.math.log1p(self._c * (1.0 - tf.square(ths))), axis=-1)
+        return z, -self._log_det_from_tanh(ths)
 
     # -- TFP Bijector interface -------------------------------------------------
     # The one-pass helpers compute the value and the log-det together; the
