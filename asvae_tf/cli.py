@@ -1,7 +1,9 @@
 """Shared plumbing of the command-line tools: config parsing and clean failures.
 
-User mistakes (missing gin file, unknown binding, bad data or settings) end the
-process with exit code 2 and ONE line on stderr instead of a traceback.
+User mistakes (missing gin file, unknown binding, bad data or settings, a model_dir
+holding another model's checkpoint) and a training run that keeps diverging after its
+rollback budget end the process with exit code 2 and ONE line on stderr instead of a
+traceback; model_dir is not modified by a rejected configuration.
 """
 
 import sys
@@ -35,6 +37,8 @@ def run_training(gin_files, gin_params, model_dir):
     return fail(_one_line(e))
   except config.ConfigError as e:
     return fail(_one_line(e))
+  except train_lib.TrainingDivergedError as e:
+    return fail(f"training diverged: {_one_line(e)}")
   return 0
 
 

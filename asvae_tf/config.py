@@ -97,6 +97,8 @@ def write_operative_config(directory):
   """Writes directory/operative_config.gin (the bindings actually used) and returns its path."""
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, "operative_config.gin")
-  with open(path, "w") as f:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:  # write + rename: a killed process never leaves half a file
     f.write(gin.operative_config_str())
+  os.replace(tmp, path)
   return path

@@ -372,6 +372,19 @@ def _first_present(path, entries, candidates):
   return None
 
 
+def _read_maybe_gzip(path, what):
+  """The bytes of a file, gunzipped if its content is gzip; DataError if unreadable."""
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+      raw = gzip.decompress(raw)
+  except (OSError, EOFError, zlib.error) as e:
+    raise DataError(f"{what} {path} is unreadable or not valid gzip "
+                    f"({type(e).__name__}: {e})") from None
+  return raw
+
+
 def read_idx_images(path) -> np.ndarray:
   """Reads an MNIST idx3-ubyte image file (gzipped or not).
 
@@ -384,14 +397,7 @@ def read_idx_images(path) -> np.ndarray:
   Raises:
     DataError: unreadable, corrupt, wrong magic number or wrong size.
   """
-  try:
-    with open(path, "rb") as f:
-      raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-      raw = gzip.decompress(raw)
-  except (OSError, EOFError, zlib.error) as e:
-    raise DataError(f"MNIST file {path} is unreadable or not valid gzip "
-                    f"({type(e).__name__}: {e})") from None
+  raw = _read_maybe_gzip(path, "MNIST file")
   if len(raw) < 16:
     raise DataError(f"MNIST file {path} is corrupt: {len(raw)} bytes, too "
                     f"short for an IDX header")
@@ -407,6 +413,32 @@ def read_idx_images(path) -> np.ndarray:
                     f"{rows}x{cols}")
   return np.frombuffer(raw, np.uint8, offset=16).reshape(n, rows, cols,
                                                          1).copy()
+
+
+_IDX1_MAGIC = 0x00000801  # idx1, unsigned bytes.
+MNIST_TRAIN_LABEL_FILES = ("train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz",
+                           "train-labels.idx1-ubyte", "train-labels.idx1-ubyte.gz")
+MNIST_TEST_LABEL_FILES = ("t10k-labels-idx1-ubyte", "t10k-labels-idx1-ubyte.gz",
+                          "t10k-labels.idx1-ubyte", "t10k-labels.idx1-ubyte.gz")
+
+
+def read_idx_labels(path) -> np.ndarray:
+  """Reads an MNIST idx1-ubyte label file (gzipped or not) -> uint8 [N].
+
+  Raises:
+    DataError: unreadable, corrupt, wrong magic number or wrong size.
+  """
+  raw = _read_maybe_gzip(path, "MNIST label file")
+  if len(raw) < 8:
+    raise DataError(f"MNIST label file {path} is corrupt: {len(raw)} bytes")
+  magic, n = struct.unpack(">II", raw[:8])
+  if magic != _IDX1_MAGIC or len(raw) != 8 + n:
+    raise DataError(f"MNIST label file {path} is corrupt: magic {magic:#010x} "
+                    f"(expected {_IDX1_MAGIC:#010x}), {len(raw)} bytes for {n} labels")
+  labels = np.frombuffer(raw, np.uint8, offset=8).copy()
+  if labels.size and labels.max() > 9:
+    raise DataError(f"MNIST label file {path} holds label {labels.max()} > 9")
+  return labels
 
 
 def _try_load_mnist_idx(path, entries, validation_size):

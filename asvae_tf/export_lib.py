@@ -98,35 +98,35 @@ class AsvaeServing(tf.Module):
     images = tf.TensorSpec([None, h, w, c], tf.float32, name="images")
     seed = tf.TensorSpec([2], tf.int32, name="seed")
 
-    @tf.function(input_signature=[images, seed])
+    @tf.function(autograph=False, input_signature=[images, seed])
     def encode(images, seed):
       with tf.control_dependencies(_check_images(images, h, w, c)):
         images, seed = tf.identity(images), tf.identity(seed)
       z, _ = mdl.encode(images, seed)
       return {"z": z, "posterior_mean": mdl.posterior_mean(images)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, d], tf.float32, name="z")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, d], tf.float32, name="z")])
     def decode(z):
       what = f"z must be finite float32 [N, {d}]"
       with tf.control_dependencies([_check_shape(z, [None, d], what)]):
         z = tf.debugging.assert_all_finite(z, message=what)
       return {"images": mdl.likelihood.mean(mdl.decode(z))}
 
-    @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="num_samples"), seed])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([], tf.int32, name="num_samples"), seed])
     def sample(num_samples, seed):
       with tf.control_dependencies([_check_positive(num_samples, "num_samples")]):
         num_samples, seed = tf.identity(num_samples), tf.identity(seed)
       z = tf.random.stateless_normal(tf.stack([num_samples, d]), seed=seed, alg="philox")
       return {"images": mdl.likelihood.mean(mdl.decode(z)), "z": z}
 
-    @tf.function(input_signature=[images, seed])
+    @tf.function(autograph=False, input_signature=[images, seed])
     def reconstruct(images, seed):
       with tf.control_dependencies(_check_images(images, h, w, c)):
         images, seed = tf.identity(images), tf.identity(seed)
       z, _ = mdl.encode(images, seed)
       return {"images": mdl.likelihood.mean(mdl.decode(z))}
 
-    @tf.function(input_signature=[
+    @tf.function(autograph=False, input_signature=[
         images, tf.TensorSpec([], tf.int32, name="num_importance_samples"), seed])
     def log_likelihood(images, num_importance_samples, seed):
       checks = _check_images(images, h, w, c) + [
@@ -218,24 +218,57 @@ def image_shape_from_gin():
   return _DEFAULT_SHAPES[name]
 
 
+def resolve_checkpoint(model_dir, checkpoint=None):
+  """The checkpoint prefix meant by `checkpoint` for a training model_dir.
+
+  None or "latest": the latest of model_dir/checkpoints; "best": the latest of
+  model_dir/best (the early-stopping best); anything else: a checkpoint prefix
+  (e.g. D/checkpoints/ckpt-1000), which must exist. Raises FileNotFoundError.
+  """
+  if checkpoint in (None, "", "latest", "best"):
+    sub = "best" if checkpoint == "best" else "checkpoints"
+    found = tf.train.latest_checkpoint(os.path.join(model_dir, sub))
+    if found is None:
+      raise FileNotFoundError(f"no checkpoint in {os.path.join(model_dir, sub)}")
+    return found
+  if not tf.io.gfile.exists(checkpoint + ".index"):
+    raise FileNotFoundError(f"checkpoint {checkpoint} does not exist (no {checkpoint}.index)")
+  return checkpoint
+
+
+def restore_model(mdl, checkpoint):
+  """Restores the weights of a built model from a training checkpoint; returns its step.
+
+  Every model weight must come from the checkpoint (optimizer slots and counters
+  in it are ignored). A checkpoint of a different architecture raises
+  config.ConfigError with one readable line instead of a restore traceback.
+  """
+  step = tf.Variable(0, dtype=tf.int64, trainable=False)
+  try:
+    status = tf.train.Checkpoint(model=mdl, step=step).restore(checkpoint)
+    status.assert_existing_objects_matched()
+    status.expect_partial()
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    first = " ".join(str(e).split())[:300]
+    raise config.ConfigError(f"checkpoint {checkpoint} does not match the configured model "
+                             f"(different architecture or data shape?): {first}") from None
+  return int(step.numpy())
+
+
 def export_checkpoint(model_dir, export_dir, checkpoint=None):
   """Rebuilds the model from model_dir/operative_config.gin, restores a checkpoint, exports.
 
   Args:
     model_dir: a training model_dir (needs operative_config.gin).
     export_dir: SavedModel output directory.
-    checkpoint: checkpoint prefix (e.g. D/best/ckpt-1000); default the latest of
-      model_dir/checkpoints.
+    checkpoint: see `resolve_checkpoint` (default the latest of model_dir/checkpoints).
   Returns:
     (export_dir, restored checkpoint path).
   """
   gin_path = os.path.join(model_dir, CONFIG_FILE)
   if not os.path.isfile(gin_path):
     raise FileNotFoundError(f"no {CONFIG_FILE} in model_dir {model_dir}")
-  if checkpoint is None:
-    checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if checkpoint is None:
-      raise FileNotFoundError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')}")
+  checkpoint = resolve_checkpoint(model_dir, checkpoint)
   with open(gin_path) as f:
     gin_text = f.read()
   gin.clear_config()
@@ -246,11 +279,8 @@ def export_checkpoint(model_dir, export_dir, checkpoint=None):
   finally:
     gin.clear_config()
   mdl.build_all()
-  step = tf.Variable(0, dtype=tf.int64, trainable=False)
-  status = tf.train.Checkpoint(model=mdl, step=step).restore(checkpoint)
-  status.assert_existing_objects_matched()  # every model weight must come from it
-  status.expect_partial()  # optimizers and counters in the checkpoint are not needed
-  export(mdl, export_dir, gin_text, step=int(step.numpy()), dataset=dataset)
+  step = restore_model(mdl, checkpoint)
+  export(mdl, export_dir, gin_text, step=step, dataset=dataset)
   return export_dir, checkpoint
 
 

@@ -238,20 +238,40 @@ class ASVAE(keras.Model):
     z = self.sample_prior(batch_size, seed)
     return self.likelihood.mean(self.decode(z)), z
 
-  def iwae_log_likelihood(self, x, num_samples, seed, chunk_size=64):
-    """Importance-weighted lower bound of log p(x) (Burda et al.), [b] nats.
+  def eval_log_px(self, params, x, discretized=False):
+    """log p(x|z) for evaluation, [b] nats.
 
-    log p(x) >= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k,
-    z_k ~ q(z|x) (k = num_samples, via `posterior.sample_and_log_prob` with a
-    sample shape). The k samples are drawn in chunks of `chunk_size` (static) with
-    a running logsumexp, so memory is O(chunk_size * b) whatever k is (k = 5000
-    fits); the last chunk is masked. Chunk i uses the seed fold_in(seed, i).
+    discretized=False: the head's log_prob (the training likelihood).
+    discretized=True (Gaussian heads, section 5.1): log P(pixel bin | z) of the
+      8-bit pixels i = round(256 x - 1/2), i.e. x must be bin centres
+      (i + 1/2) / 256 as produced by `data.to_float` / `data.eval_dataset`.
+    """
+    if not discretized:
+      return self.likelihood.log_prob(params, x)
+    if not hasattr(self.likelihood, "discretized_log_prob"):
+      raise ValueError(f"{type(self.likelihood).__name__} has no discretised likelihood")
+    pixels = tf.clip_by_value(tf.round(x * 256.0 - 0.5), 0.0, 255.0)
+    return self.likelihood.discretized_log_prob(params, pixels)
+
+  def importance_bounds(self, x, num_samples, seed, chunk_size=64, discretized=False):
+    """IWAE bound and k-sample ELBO estimate from the same k samples, each [b] nats.
+
+    With log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x):
+      iwae = log (1/k) sum_k exp(log w_k)    (Burda et al., 2016), and
+      elbo = (1/k) sum_k log w_k             (eq. 1, k-sample Monte Carlo estimate).
+    Jensen gives iwae >= elbo for every image and every draw. The k samples are
+    drawn in chunks of `chunk_size` (static) with a running logsumexp and sum, so
+    memory is O(chunk_size * b) whatever k is (k = 5000 fits); the last chunk is
+    masked. Chunk i uses the seed fold_in(seed, i).
 
     Args:
       x: [b, H, W, C] images.
       num_samples: k >= 1, Python int or int32 scalar tensor.
       seed: int32 [2].
       chunk_size: Python int, samples per chunk.
+      discretized: use the discretised likelihood (see `eval_log_px`).
+    Returns:
+      (iwae [b], elbo [b]).
     """
     chunk_size = int(chunk_size)
     x = tf.convert_to_tensor(x)
@@ -261,20 +281,32 @@ class ASVAE(keras.Model):
     x_tiled = tf.tile(x, [chunk_size, 1, 1, 1])  # chunk-major: row s * b + i
     neg_inf = tf.constant(-math.inf, x.dtype)
 
-    def body(i, acc):
+    def body(i, acc, total):
       z, log_q = self.posterior.sample_and_log_prob(
           h, seed=noise.fold_in(seed, i), sample_shape=(chunk_size,))  # [c,b,D], [c,b]
       params = self.decode(tf.reshape(z, [-1, self.latent_dim]))
-      log_px = tf.reshape(self.likelihood.log_prob(params, x_tiled), [chunk_size, b])
+      log_px = tf.reshape(self.eval_log_px(params, x_tiled, discretized), [chunk_size, b])
       log_w = log_px + prior_log_prob(z) - log_q
-      valid = tf.range(chunk_size) + i * chunk_size < k
-      log_w = tf.where(valid[:, None], log_w, neg_inf)
-      return i + 1, tf.reduce_logsumexp(tf.concat([acc[None], log_w], 0), axis=0)
+      valid = (tf.range(chunk_size) + i * chunk_size < k)[:, None]
+      total += tf.reduce_sum(tf.where(valid, log_w, tf.zeros_like(log_w)), axis=0)
+      log_w = tf.where(valid, log_w, neg_inf)
+      acc = tf.reduce_logsumexp(tf.concat([acc[None], log_w], 0), axis=0)
+      return i + 1, acc, total
 
     num_chunks = (k + chunk_size - 1) // chunk_size
-    _, total = tf.while_loop(lambda i, _: i < num_chunks, body,
-                             (tf.constant(0, tf.int32), tf.fill([b], neg_inf)))
-    return total - tf.math.log(tf.cast(k, x.dtype))
+    _, acc, total = tf.while_loop(
+        lambda i, *_: i < num_chunks, body,
+        (tf.constant(0, tf.int32), tf.fill([b], neg_inf), tf.zeros([b], x.dtype)))
+    k_float = tf.cast(k, x.dtype)
+    return acc - tf.math.log(k_float), total / k_float
+
+  def iwae_log_likelihood(self, x, num_samples, seed, chunk_size=64, discretized=False):
+    """Importance-weighted lower bound of log p(x) (Burda et al.), [b] nats.
+
+    log p(x) >= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k;
+    see `importance_bounds` for the chunking and the arguments.
+    """
+    return self.importance_bounds(x, num_samples, seed, chunk_size, discretized)[0]
 
   def reconstruction_errors(self, x, seed):
     """Validation reconstruction losses used for early stopping (section 5).

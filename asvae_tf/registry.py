@@ -8,3 +8,4 @@ from asvae_tf import heads
 from asvae_tf import model
 from asvae_tf import networks
 from asvae_tf import train_lib
+from asvae_tf import evaluation

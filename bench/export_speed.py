@@ -30,21 +30,37 @@ import tensorflow as tf
 from asvae_tf import config
 from asvae_tf import export_lib
 from asvae_tf import model as model_lib
+from bench.bench_lib import windows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def windows(fn, iters, repeats):
-  """Seconds per call of fn(): one median over `repeats` windows of `iters` calls."""
-  fn()
-  fn()  # warm-up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(iters):
-      fn()
-    times.append((time.perf_counter() - start) / iters)
-  return np.array(times)
+def export_mnist_model(export_dir=None):
+  """Builds the gin/mnist.gin model (untrained) and exports it.
+
+  Returns (model, export_dir, export seconds); export_dir defaults to a temporary dir.
+  """
+  gin.clear_config()
+  config.parse([os.path.join(ROOT, "gin", "mnist.gin")])
+  mdl = model_lib.build_model(image_shape=(28, 28, 1))
+  gin_text = gin.config_str()
+  gin.clear_config()
+  mdl.build_all()
+  export_dir = export_dir or os.path.join(tempfile.mkdtemp(prefix="asvae_bench_"), "sm")
+  t0 = time.perf_counter()
+  export_lib.export(mdl, export_dir, gin_text, step=0, dataset="mnist")
+  return mdl, export_dir, time.perf_counter() - t0
+
+
+def time_sample(sample, batch, iters, repeats, seed=(1, 2)):
+  """Seconds per call of the loaded `sample` signature at `batch`, one per window."""
+  seed, n = tf.constant(seed, tf.int32), tf.constant(batch)
+  return windows(lambda: sample(num_samples=n, seed=seed)["images"].numpy(), iters, repeats)
+
+
+def rate_row(name, t, batch):
+  """(name, median img/s, min img/s, max img/s, median s/image) from per-call seconds t."""
+  return (name, batch / np.median(t), batch / t.max(), batch / t.min(), np.median(t) / batch)
 
 
 def main():
@@ -55,17 +71,7 @@ def main():
   parser.add_argument("--export_dir", default=None, help="default: a temporary dir")
   args = parser.parse_args()
 
-  gin_file = os.path.join(ROOT, "gin", "mnist.gin")
-  gin.clear_config()
-  config.parse([gin_file])
-  mdl = model_lib.build_model(image_shape=(28, 28, 1))
-  gin_text = gin.config_str()
-  gin.clear_config()
-  mdl.build_all()
-  export_dir = args.export_dir or os.path.join(tempfile.mkdtemp(prefix="asvae_bench_"), "sm")
-  t0 = time.perf_counter()
-  export_lib.export(mdl, export_dir, gin_text, step=0, dataset="mnist")
-  export_s = time.perf_counter() - t0
+  _, export_dir, export_s = export_mnist_model(args.export_dir)
   t0 = time.perf_counter()
   m = tf.saved_model.load(export_dir)
   load_s = time.perf_counter() - t0
@@ -74,23 +80,18 @@ def main():
   x_big = tf.constant(np.random.RandomState(0).uniform(
       size=(args.batch, 28, 28, 1)).astype(np.float32))
   x_one = x_big[:1]
-  n_big, n_one = tf.constant(args.batch), tf.constant(1)
 
-  rows = []
-  t = windows(lambda: sample(num_samples=n_big, seed=seed)["images"].numpy(),
-              args.iters, args.repeats)
-  rows.append((f"sample, batch {args.batch}", args.batch / np.median(t),
-               args.batch / t.max(), args.batch / t.min(), np.median(t) / args.batch))
-  t = windows(lambda: sample(num_samples=n_one, seed=seed)["images"].numpy(),
-              args.iters * 5, args.repeats)
-  rows.append(("sample, batch 1", 1 / np.median(t), 1 / t.max(), 1 / t.min(), np.median(t)))
-  t = windows(lambda: encode(images=x_big, seed=seed)["z"].numpy(), args.iters, args.repeats)
-  rows.append((f"encode (planar K=80), batch {args.batch}", args.batch / np.median(t),
-               args.batch / t.max(), args.batch / t.min(), np.median(t) / args.batch))
-  t = windows(lambda: encode(images=x_one, seed=seed)["z"].numpy(), args.iters * 5,
-              args.repeats)
-  rows.append(("encode (planar K=80), batch 1", 1 / np.median(t), 1 / t.max(), 1 / t.min(),
-               np.median(t)))
+  rows = [
+      rate_row(f"sample, batch {args.batch}",
+               time_sample(sample, args.batch, args.iters, args.repeats), args.batch),
+      rate_row("sample, batch 1", time_sample(sample, 1, args.iters * 5, args.repeats), 1),
+      rate_row(f"encode (planar K=80), batch {args.batch}",
+               windows(lambda: encode(images=x_big, seed=seed)["z"].numpy(), args.iters,
+                       args.repeats), args.batch),
+      rate_row("encode (planar K=80), batch 1",
+               windows(lambda: encode(images=x_one, seed=seed)["z"].numpy(), args.iters * 5,
+                       args.repeats), 1),
+  ]
 
   print(f"SavedModel {export_dir}: export {export_s:.1f} s, load {load_s:.1f} s; "
         f"tf {tf.__version__}, {os.cpu_count()} CPUs; medians of {args.repeats} windows")

@@ -10,9 +10,7 @@ the chosen strategies and XLA settings. Also prints this machine's float32 matmu
 """
 
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,23 +19,15 @@ sys.path.insert(0, ROOT)
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import gin
-import numpy as np
-import tensorflow as tf
 
 from asvae_tf import config
 from asvae_tf import data
 from asvae_tf import model as model_lib
 from asvae_tf import train_lib
+from bench import bench_lib
 
-flags.DEFINE_string("mnist_dir", os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist"),
-                    "Directory with the MNIST IDX files.")
-flags.DEFINE_list("strategies", ["default", "mirrored"], "Strategies to time.")
-flags.DEFINE_list("jit", ["0", "1"], "XLA settings to time (0/1).")
-flags.DEFINE_list("configs", ["vae", "asvae_gaussian", "asvae_planar80"], "Models to time.")
-flags.DEFINE_integer("steps", 50, "Steps per timed window.")
-flags.DEFINE_integer("windows", 5, "Timed windows (median reported).")
-flags.DEFINE_integer("batch_size", 100, "Global batch size.")
 FLAGS = flags.FLAGS
+MNIST_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 
 CONFIGS = {
     "vae": ["model.objective = 'vae'", "posterior.kind = 'gaussian'", "posterior.num_flows = 0"],
@@ -47,54 +37,50 @@ CONFIGS = {
 TARGETS = {"vae": 25000, "asvae_gaussian": 7000, "asvae_planar80": 3000}
 
 
-def matmul_gflops(n=1024, reps=50):
-  """Median float32 matmul rate of this machine in GFLOP/s (n x n x n)."""
-  a = tf.random.normal([n, n])
-
-  @tf.function
-  def mm(a):
-    return tf.matmul(a, a)
-
-  mm(a).numpy()
-  rates = []
-  for _ in range(5):
-    t0 = time.perf_counter()
-    for _ in range(reps):
-      r = mm(a)
-    r.numpy()
-    rates.append(2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
-  return statistics.median(rates)
+def define_flags():
+  """This script's flags (defined when run as a script, so other scripts can import it)."""
+  flags.DEFINE_string("mnist_dir", MNIST_DIR, "Directory with the MNIST IDX files.")
+  flags.DEFINE_list("strategies", ["default", "mirrored"], "Strategies to time.")
+  flags.DEFINE_list("jit", ["0", "1"], "XLA settings to time (0/1).")
+  flags.DEFINE_list("configs", ["vae", "asvae_gaussian", "asvae_planar80"], "Models to time.")
+  flags.DEFINE_integer("steps", 50, "Steps per timed window.")
+  flags.DEFINE_integer("windows", 5, "Timed windows (median reported).")
+  flags.DEFINE_integer("batch_size", 100, "Global batch size.")
 
 
-def time_config(name, strategy_name, jit, splits):
+def make_trainer(name, strategy_name, jit, splits, batch_size=100):
+  """(Trainer, strategy) of model `name` of CONFIGS (gin/mnist.gin + its overrides).
+
+  The gin config of `name` stays parsed (the trainer's optimizers were made from it).
+  """
   gin.clear_config()
   config.parse([os.path.join(ROOT, "gin", "mnist.gin")], CONFIGS[name] + [
-      f"train.batch_size = {FLAGS.batch_size}"])
+      f"train.batch_size = {batch_size}"])
   strategy = train_lib.make_strategy(strategy_name)
   with strategy.scope():
     mdl = model_lib.build_model(image_shape=splits.image_shape)
     mdl.build_all()
-  trainer = train_lib.Trainer(strategy, mdl, FLAGS.batch_size, 0, 1, jit)
+  return train_lib.Trainer(strategy, mdl, batch_size, 0, 1, jit), strategy
+
+
+def time_trainer(trainer, strategy, splits, batch_size=100, steps=50, windows=5):
+  """Training img/s on splits.train: (median, min, max, trace + warm-up seconds)."""
   dist = strategy.distribute_datasets_from_function(
-      lambda ctx: data.train_dataset(splits.train, FLAGS.batch_size, 0, True, input_context=ctx))
-  it = iter(dist)
-  n = tf.constant(FLAGS.steps, tf.int32)
-  t0 = time.perf_counter()
-  trainer.loop(it, n)["loss/generator"].numpy()  # trace + warm-up
-  warm = time.perf_counter() - t0
-  rates = []
-  for _ in range(FLAGS.windows):
-    t0 = time.perf_counter()
-    trainer.loop(it, n)["loss/generator"].numpy()
-    rates.append(FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - t0))
-  return statistics.median(rates), min(rates), max(rates), warm
+      lambda ctx: data.train_dataset(splits.train, batch_size, 0, True, input_context=ctx))
+  return bench_lib.time_train_loop(trainer, iter(dist), steps, windows, batch_size)
+
+
+def time_config(name, strategy_name, jit, splits, batch_size=100, steps=50, windows=5):
+  """(median, min, max img/s, trace + warm-up s) of one model / strategy / XLA setting."""
+  trainer, strategy = make_trainer(name, strategy_name, jit, splits, batch_size)
+  return time_trainer(trainer, strategy, splits, batch_size, steps, windows)
 
 
 def main(_):
   splits = data.load_splits(name="mnist", local_dir=FLAGS.mnist_dir)
   print(f"data: {splits.note}")
   print(f"machine: {os.cpu_count()} CPU cores; float32 matmul 1024^3: "
-        f"{matmul_gflops():.0f} GFLOP/s (median of 5)")
+        f"{bench_lib.matmul_gflops():.0f} GFLOP/s (median of 5)")
   print(f"batch {FLAGS.batch_size}; img/s = median over {FLAGS.windows} windows of "
         f"{FLAGS.steps} steps (min-max shows the noise)\n")
   header = f"| {'model':<16} | {'strategy':<9} | {'XLA':<3} | {'img/s (median)':>14} | " \
@@ -104,11 +90,13 @@ def main(_):
   for name in FLAGS.configs:
     for strategy_name in FLAGS.strategies:
       for jit in FLAGS.jit:
-        med, lo, hi, warm = time_config(name, strategy_name, jit == "1", splits)
+        med, lo, hi, warm = time_config(name, strategy_name, jit == "1", splits,
+                                         FLAGS.batch_size, FLAGS.steps, FLAGS.windows)
         print(f"| {name:<16} | {strategy_name:<9} | {'on' if jit == '1' else 'off':<3} | "
               f"{med:>14,.0f} | {f'{lo:,.0f}-{hi:,.0f}':>15} | {TARGETS[name]:>7,} | "
               f"{warm:>15.1f} |", flush=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -206,7 +206,9 @@ def test_every_gin_file_parses_and_builds(gin_file):
 @pytest.mark.parametrize("binding", [
     "dataset.name = 'synthetic'", "dataset.local_dir = '/tmp'", "train.num_steps = 3",
     "train.batch_size = 10", "train.seed = 1", "train.checkpoint_every = 5",
-    "train.summary_every = 5"])
+    "train.summary_every = 5", "train.max_bad_steps = 5", "train.max_rollbacks = 1",
+    "train.rollback_lr_factor = 0.25", "train.inject_nan_at_steps = (3, 4)",
+    "train.inject_nan_passes = 1"])
 def test_public_gin_names_are_bindable(binding):
   gin.clear_config()
   try:

@@ -1,0 +1,65 @@
+"""Helpers shared by the bench/ scripts: timing windows, the matmul rate, training-loop timing."""
+
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+
+def windows(fn, iters, repeats):
+  """Seconds per call of fn() in each of `repeats` windows of `iters` calls (after 2 warm-ups).
+
+  Returns a numpy array of `repeats` values (take the median).
+  """
+  fn()
+  fn()  # warm-up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(iters):
+      fn()
+    times.append((time.perf_counter() - start) / iters)
+  return np.array(times)
+
+
+def matmul_gflops(n=1024, reps=50):
+  """Median float32 matmul rate of this machine in GFLOP/s (n x n x n)."""
+  a = tf.random.normal([n, n])
+
+  @tf.function
+  def mm(a):
+    return tf.matmul(a, a)
+
+  mm(a).numpy()
+  rates = []
+  for _ in range(5):
+    t0 = time.perf_counter()
+    for _ in range(reps):
+      r = mm(a)
+    r.numpy()
+    rates.append(2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
+  return statistics.median(rates)
+
+
+def time_train_loop(trainer, iterator, steps, num_windows, batch_size):
+  """Images/s of `train_lib.Trainer.loop`: (median, min, max, trace + warm-up seconds).
+
+  One untimed window of `steps` steps traces and warms up; then `num_windows` timed
+  windows of `steps` steps each. Works whatever structure `loop` returns (its outputs
+  come from one tf.function call, so fetching one of them waits for all).
+  """
+  n = tf.constant(steps, tf.int32)
+
+  def run():
+    tf.nest.flatten(trainer.loop(iterator, n))[0].numpy()
+
+  t0 = time.perf_counter()
+  run()  # trace + warm-up
+  warm = time.perf_counter() - t0
+  rates = []
+  for _ in range(num_windows):
+    t0 = time.perf_counter()
+    run()
+    rates.append(steps * batch_size / (time.perf_counter() - t0))
+  return statistics.median(rates), min(rates), max(rates), warm

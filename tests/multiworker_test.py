@@ -1,0 +1,159 @@
+"""MultiWorkerMirroredStrategy from TF_CONFIG: 2 worker processes on 127.0.0.1.
+
+Every worker process is started in its own process group and killed with SIGKILL on
+timeout and in a `finally`: a worker whose peer never starts blocks in the strategy
+constructor and ignores SIGTERM (TensorFlow's preemption notifier takes it over).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from asvae_tf import config
+from asvae_tf import train_lib
+from conftest import ROOT, TINY_MODEL
+
+MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
+TRAIN_PY = os.path.join(ROOT, "tools", "train.py")
+DEADLINE = 240  # seconds for the whole 2-worker run
+
+# Plain SGD: a loss-scaling error (per-worker instead of global batch) would show.
+RUN = TINY_MODEL + [
+    "model.objective = 'asvae'", "posterior.kind = 'gaussian'", "posterior.num_flows = 0",
+    "train.num_steps = 3",
+    "train.checkpoint_every = 0", "train.summary_every = 1", "train.validate_every = 0",
+    "train.image_every = 0", "generator/optimizer.name = 'sgd'",
+    "discriminator/optimizer.name = 'sgd'", "generator/optimizer.learning_rate = 0.05",
+    "discriminator/optimizer.learning_rate = 0.05",
+]
+
+
+def _free_ports(n):
+  socks = [socket.socket() for _ in range(n)]
+  try:
+    for s in socks:
+      s.bind(("127.0.0.1", 0))
+    return [s.getsockname()[1] for s in socks]
+  finally:
+    for s in socks:
+      s.close()
+
+
+def _start_worker(index, ports, model_dir, log_path):
+  tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+               "task": {"type": "worker", "index": index}}
+  env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), CUDA_VISIBLE_DEVICES="-1",
+             TF_CPP_MIN_LOG_LEVEL="2")
+  env.pop(train_lib.KILL_ENV, None)
+  args = ([sys.executable, TRAIN_PY, f"--gin_file={MNIST_GIN}", f"--model_dir={model_dir}",
+           "--strategy=multi_worker"] + [f"--gin_param={b}" for b in RUN])
+  log = open(log_path, "w")
+  try:
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # own process group
+  finally:
+    log.close()
+
+
+def _kill_group(proc):
+  if proc.poll() is None:
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+  proc.wait()
+
+
+def _wait_all(procs, deadline):
+  """Waits until every process ended or time.monotonic() > deadline; True if all ended."""
+  while time.monotonic() < deadline:
+    if all(p.poll() is not None for p in procs):
+      return True
+    time.sleep(0.2)
+  return False
+
+
+def _state(path):
+  reader = tf.train.load_checkpoint(path)
+  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+          if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def _digest(log_path):
+  with open(log_path) as f:
+    lines = [l for l in f if "final weights sha256 " in l]
+  assert len(lines) == 1, open(log_path).read()[-3000:]
+  return lines[0].split("final weights sha256 ")[1].split()[0]
+
+
+def test_two_workers_match_each_other_and_one_worker(tmp_path):
+  model_dir = tmp_path / "mw"
+  ports = _free_ports(2)
+  logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+  procs = []
+  try:
+    procs = [_start_worker(i, ports, model_dir, logs[i]) for i in range(2)]
+    finished = _wait_all(procs, time.monotonic() + DEADLINE)
+    tails = [open(l).read()[-3000:] for l in logs]
+    assert finished, f"2-worker run exceeded {DEADLINE}s: {tails}"
+    assert [p.returncode for p in procs] == [0, 0], tails
+  finally:
+    for p in procs:
+      _kill_group(p)
+
+  # Both workers end with bit-identical model and optimizer state.
+  assert _digest(logs[0]) == _digest(logs[1])
+  # Only the chief wrote model_dir; the non-chief's temporary dir is gone.
+  assert not os.path.exists(str(model_dir / "workertemp_1"))
+  assert "removed worker temporary dir" in open(logs[1]).read()
+  assert os.path.isdir(str(model_dir / "saved_model"))
+  two = _state(tf.train.latest_checkpoint(str(model_dir / "checkpoints")))
+  init = _state(str(model_dir / "checkpoints" / "ckpt-0"))
+
+  # The same global batch and noise on one worker (in-process, default strategy).
+  gin.clear_config()
+  config.parse([MNIST_GIN], RUN + ["train.strategy = 'default'"])
+  try:
+    train_lib.train(str(tmp_path / "one"))
+  finally:
+    gin.clear_config()
+  one = _state(tf.train.latest_checkpoint(str(tmp_path / "one" / "checkpoints")))
+  assert one.keys() == two.keys()
+  for k in one:
+    if "best_metric" in k:  # a validation loss: amplifies the weights' rounding
+      np.testing.assert_allclose(two[k], one[k], rtol=1e-4, err_msg=k)
+    elif one[k].dtype.kind == "f":  # float32 sums over 2 workers vs 1: reduction order
+      np.testing.assert_allclose(two[k], one[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    else:
+      np.testing.assert_array_equal(two[k], one[k], err_msg=k)
+  params = [k for k in one if "_trainable_variables/" in k]
+  assert len(params) > 20
+  assert all(not np.array_equal(init[k], two[k]) for k in params)  # training moved them
+  assert int(two["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 3
+
+
+def test_worker_without_peer_blocks_ignores_sigterm_and_is_sigkilled(tmp_path):
+  ports = _free_ports(2)
+  log = tmp_path / "worker1.log"
+  proc = None
+  try:
+    proc = _start_worker(1, ports, tmp_path / "lonely", log)  # worker 0 never starts
+    assert not _wait_all([proc], time.monotonic() + 8), open(log).read()[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    sigterm_ended = _wait_all([proc], time.monotonic() + 3)
+    assert not sigterm_ended, "SIGTERM ended the blocked worker: " + open(log).read()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert _wait_all([proc], time.monotonic() + 10)
+    assert proc.returncode == -signal.SIGKILL, (sigterm_ended, proc.returncode)
+  finally:
+    if proc is not None:
+      _kill_group(proc)
+  assert not os.path.exists(str(tmp_path / "lonely" / "checkpoints"))
