@@ -10,7 +10,8 @@ test split (or the validation split) computes
   * for Gaussian heads (natural images) both again in bits/dim with the
     discretised likelihood of section 5.1 (the nats figures then use it too);
   * reconstruction RMSE (decoder mean at the posterior mean, clipped to [0, 1]),
-    on the pixel scale [0, 255] for natural images and [0, 1] for binary data;
+    in grey levels of [0, 255] for natural images (256 |x - x_hat|: one level is
+    1/256 of the unit interval) and on [0, 1] for binary data;
   * sample quality of `num_generated` decoder means of prior draws: Inception Score
     and FID against the split with an InceptionV3 read from `inception_weights`,
     and for MNIST the classifier score and FID in the feature space of the CNN of
@@ -159,6 +160,11 @@ def evaluate(model_dir,
                                ("num_generated", num_generated, 0)):
     if not isinstance(value, int) or value < minimum:
       raise config.ConfigError(f"evaluate.{name} must be an integer >= {minimum}, got {value!r}")
+  if not isinstance(num_splits, int) or num_splits < 1:
+    raise config.ConfigError(f"evaluate.num_splits must be an integer >= 1, got {num_splits!r}")
+  if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
+    raise config.ConfigError(f"evaluate.max_examples must be None or an integer >= 1, got "
+                             f"{max_examples!r}")
   if num_generated and num_generated < max(2, num_splits):
     raise config.ConfigError(f"evaluate.num_generated={num_generated} must be 0 or >= "
                              f"max(2, num_splits={num_splits})")
@@ -189,12 +195,14 @@ def evaluate(model_dir,
                    splits.test_binarized is not None else data._binarize_once(raw))  # pylint: disable=protected-access
   x = data.to_float(eval_images, splits.binary)
   real = data.to_float(raw, splits.binary)  # grey levels (binary) or bin centres
+  if nets and len(real) < max(2, num_splits):
+    raise config.ConfigError(f"IS/FID need at least max(2, evaluate.num_splits={num_splits}) "
+                             f"real images; the {split} split has {len(real)}")
   if "classifier" in nets and nets["classifier"].image_shape != splits.image_shape:
     raise config.ConfigError(f"classifier expects images {nets['classifier'].image_shape}, "
                              f"data has {splits.image_shape}")
 
-  mdl = model_lib.build_model(image_shape=splits.image_shape)
-  mdl.build_all()
+  mdl = model_lib.build_for_data(splits)
   step = export_lib.restore_model(mdl, checkpoint)
   discretized = _is_discretized(mdl)
   logging.info("evaluating %s (step %d) on %d %s images of %s", checkpoint, step, len(x),
@@ -225,7 +233,9 @@ def evaluate(model_dir,
   metrics["seconds"]["likelihood"] = time.time() - t0
 
   t0 = time.time()
-  scale = 1.0 if splits.binary else 255.0
+  # Grey levels: binary data in [0, 1]; 8-bit data has x = (i + 1/2) / 256, so one
+  # grey level is 1/256 and 256 (x - x_hat) is the error in grey levels of [0, 255].
+  scale = 1.0 if splits.binary else 256.0
   metrics["rmse"] = eval_lib.rmse(x, reconstructions(mdl, x, batch_size), scale=scale)
   metrics["rmse_pixel_scale"] = "[0, 1]" if splits.binary else "[0, 255]"
   metrics["seconds"]["rmse"] = time.time() - t0

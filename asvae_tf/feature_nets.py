@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from asvae_tf import config
 from asvae_tf import data
 
 CLASSIFIER_FILE = "classifier.keras"
@@ -62,7 +63,12 @@ class InceptionNet(_FeatureNet):
           f"InceptionV3 weights file not found: {weights_path!r} (machines here cannot "
           f"download it; copy Keras' inception_v3_weights_tf_dim_ordering_tf_kernels.h5 "
           f"there, or leave evaluate.inception_weights unset to skip IS/FID)")
-    base = keras.applications.InceptionV3(include_top=True, weights=weights_path)
+    try:
+      base = keras.applications.InceptionV3(include_top=True, weights=weights_path)
+    except (ValueError, OSError, KeyError) as e:
+      raise config.ConfigError(
+          f"{weights_path} is not a weights file of Keras' InceptionV3 with its top "
+          f"(1000-class) layer: {' '.join(str(e).split())[:200]}") from None
     net = keras.Model(base.inputs, [base.output, base.get_layer("avg_pool").output])
     self.name = os.path.basename(weights_path)
 
@@ -83,10 +89,15 @@ class Classifier(_FeatureNet):
     if not os.path.isfile(path):
       raise FileNotFoundError(f"no {CLASSIFIER_FILE} in {directory!r}; train one with "
                               f"tools/train_classifier.py --output_dir={directory}")
-    net = keras.saving.load_model(path, compile=False)
-    feat = keras.Model(net.inputs, [net.output, net.get_layer(FEATURES_LAYER).output])
-    with open(os.path.join(directory, CLASSIFIER_METADATA)) as f:
-      self.metadata = json.load(f)
+    try:
+      net = keras.saving.load_model(path, compile=False)
+      feat = keras.Model(net.inputs, [net.output, net.get_layer(FEATURES_LAYER).output])
+      with open(os.path.join(directory, CLASSIFIER_METADATA)) as f:
+        self.metadata = json.load(f)
+    except (ValueError, OSError, KeyError) as e:  # corrupt files, json errors included
+      raise config.ConfigError(f"cannot load the classifier in {directory!r} (saved by "
+                               f"tools/train_classifier.py?): "
+                               f"{' '.join(str(e).split())[:200]}") from None
     self.name = f"classifier ({directory})"
     self.image_shape = tuple(net.inputs[0].shape[1:])
     super().__init__(lambda x: feat(x, training=False), batch_size)

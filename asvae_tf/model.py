@@ -330,3 +330,20 @@ def build_model(image_shape, latent_dim=32, objective="asvae", encoder=networks.
   """Gin factory of `ASVAE` (Keras 3 layers cannot be gin-decorated classes)."""
   return ASVAE(image_shape, latent_dim=latent_dim, objective=objective, encoder=encoder,
                decoder=decoder, discriminator=discriminator, likelihood=likelihood)
+
+
+def build_for_data(splits):
+  """The gin-configured model for `splits` (data.Splits), built (all variables created).
+
+  A model that cannot take images of the data's shape (e.g. a 32x32 conv config on
+  28x28 data) raises config.ConfigError with one readable line.
+  """
+  from asvae_tf import config  # pylint: disable=g-import-not-at-top
+  try:
+    mdl = build_model(image_shape=splits.image_shape)
+    mdl.build_all()
+  except (ValueError, tf.errors.InvalidArgumentError) as e:
+    raise config.ConfigError(
+        f"the configured model does not fit images of shape {splits.image_shape} "
+        f"(dataset {splits.name!r}): {' '.join(str(e).split())[:300]}") from None
+  return mdl

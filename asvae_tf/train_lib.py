@@ -44,7 +44,6 @@ import contextlib
 import hashlib
 import math
 import os
-import shutil
 import signal
 import time
 
@@ -412,6 +411,21 @@ def _format_eta(seconds):
 _GUARD_STATE = ("consecutive_bad_steps", "rollbacks")
 
 
+def _set_learning_rates(trainer, configured, factor):
+  """Learning rates = the gin-configured ones x factor^rollbacks (after a restore).
+
+  Checkpoints hold the optimizers' learning rates; the gin values win, so a rerun with
+  a new learning rate uses it, and rollbacks keep lowering it by `factor` each.
+  """
+  scale = factor ** int(trainer.rollbacks.numpy())
+  for opt, rate in zip((trainer.g_opt, trainer.d_opt), configured):
+    old = float(opt.learning_rate.numpy())
+    new = rate * scale
+    if not math.isclose(old, new, rel_tol=1e-6):
+      logging.info("%s learning rate %g (checkpoint had %g)", opt.name, new, old)
+    opt.learning_rate.assign(new)
+
+
 def _restore(ckpt, path, trainer=None):
   """Restores path into ckpt; a checkpoint of another model -> CheckpointMismatchError.
 
@@ -511,13 +525,7 @@ def train(model_dir,
                batch_size)
   keras.utils.set_random_seed(seed)  # Deterministic weight initialisation.
   with strat.scope():
-    mdl = model_lib.build_model(image_shape=splits.image_shape)
-    try:
-      mdl.build_all()
-    except (ValueError, tf.errors.InvalidArgumentError) as e:
-      raise config.ConfigError(
-          f"the configured model does not fit images of shape {splits.image_shape} "
-          f"(dataset {splits.name!r}): {' '.join(str(e).split())[:300]}") from None
+    mdl = model_lib.build_for_data(splits)
   trainer = Trainer(strat, mdl, batch_size, seed, discriminator_steps, jit_compile,
                     max_bad_steps=max_bad_steps, inject_nan_at_steps=inject_nan_at_steps,
                     inject_nan_passes=inject_nan_passes)
@@ -525,8 +533,10 @@ def train(model_dir,
 
   # Everything that can fail on bad input happens before anything is written.
   latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+  configured_rates = [float(opt.learning_rate.numpy()) for opt in (trainer.g_opt, trainer.d_opt)]
   if latest:
     _restore(ckpt, latest, trainer)
+    _set_learning_rates(trainer, configured_rates, rollback_lr_factor)
     logging.info("resumed from %s at step %d", latest, int(trainer.step.numpy()))
   start = int(trainer.step.numpy())
   result = {"step": start, "train": {}, "validation": {},
@@ -561,7 +571,7 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
                 validate_every, image_every, early_stopping_patience, keep_checkpoints,
                 max_bad_steps, max_rollbacks, rollback_lr_factor, kill_points, chief,
                 splits, mdl, trainer, ckpt, latest, start, result, make_iterator, iterator,
-                val_batches, write_dir, **unused):
+                val_batches, write_dir, configured_rates, **unused):
   """The training loop of `train` once all inputs are checked (writes to write_dir)."""
   del unused
   manager = tf.train.CheckpointManager(ckpt, os.path.join(write_dir, "checkpoints"),
@@ -573,7 +583,6 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
   validation_fn = make_validation_fn(mdl)
   train_writer = tf.summary.create_file_writer(os.path.join(write_dir, "summaries", "train"))
   val_writer = tf.summary.create_file_writer(os.path.join(write_dir, "summaries", "validation"))
-  optimizers = (trainer.g_opt, trainer.d_opt)
 
   def save(step):
     """Saves ckpt-<step> (with the test-only kill points of ASVAE_TEST_KILL_AT)."""
@@ -615,12 +624,10 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
           f"{reason} at step {step} and the rollback budget train.max_rollbacks={max_rollbacks} "
           f"is used up; stopping (last good checkpoint: {last_good}); lower the learning "
           f"rates or change train.seed, then rerun to resume from it")
-    rates = [float(opt.learning_rate.numpy()) for opt in optimizers]
-    ckpt.restore(last_good).assert_consumed()
+    _restore(ckpt, last_good, trainer)
     trainer.rollbacks.assign(done + 1)
     trainer.consecutive_bad.assign(0)
-    for opt, rate in zip(optimizers, rates):
-      opt.learning_rate.assign(rate * rollback_lr_factor)
+    _set_learning_rates(trainer, configured_rates, rollback_lr_factor)
     back = int(trainer.step.numpy())
     result["guard"]["rollbacks"] = done + 1
     logging.warning("%s at step %d: rollback %d/%d to %s (step %d); learning rates x %g",

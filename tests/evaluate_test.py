@@ -113,20 +113,22 @@ def test_wrong_posterior_elbo_below_and_iwae_rises_to_log_px():
   n = 200
   x, xt = _lg_data(n)
   log_px = _log_px(x).mean()
-  means, ses = {}, {}
+  means, diffs = {}, {}
   for k in (1, 10, 100, 2000):
     iwae, elbo = mdl.importance_bounds(xt, k, tf.constant([5, k]), chunk_size=250)
     iwae, elbo = iwae.numpy().astype(np.float64), elbo.numpy().astype(np.float64)
     assert np.all(iwae >= elbo - 1e-4)  # Jensen, per image and per draw
     if k == 1:
       np.testing.assert_allclose(iwae, elbo, atol=1e-5)
-    means[k], ses[k] = iwae.mean(), iwae.std(ddof=1) / math.sqrt(n)
+    means[k], diffs[k] = iwae.mean(), iwae - _log_px(x)
     if k == 2000:  # the k-sample ELBO estimate is well below log p(x)
       assert elbo.mean() < log_px - 0.3, (elbo.mean(), log_px)
   assert means[1] < means[10] < means[100] < means[2000], means
   assert means[1] < log_px - 0.3
-  # k = 2000 reaches log p(x) within Monte-Carlo error (and never exceeds it by more).
-  assert abs(means[2000] - log_px) < 4 * ses[2000] + 0.02, (means[2000], log_px, ses[2000])
+  # k = 2000 reaches log p(x) within Monte-Carlo error, image by image (the spread of
+  # log p(x) over the data does not enter the tolerance).
+  d = diffs[2000]
+  assert abs(d.mean()) < 4 * d.std(ddof=1) / math.sqrt(n) + 2e-3, (d.mean(), d.std(ddof=1))
 
 
 def test_discretized_eval_likelihood_reads_8bit_pixels_from_bin_centres():
@@ -262,12 +264,22 @@ def test_evaluate_cli_bad_input_exits_2_with_one_line(binary_run, args, needle):
     (["evaluate.num_importance_samples = 0"], config.ConfigError, "num_importance_samples"),
     (["evaluate.split = 'train'"], config.ConfigError, "evaluate.split"),
     (["evaluate.num_generated = 5"], config.ConfigError, "num_generated"),
+    (["evaluate.num_splits = 0"], config.ConfigError, "num_splits"),
+    (["evaluate.max_examples = -1"], config.ConfigError, "max_examples"),
+    (["evaluate.num_generated = 20", "evaluate.num_splits = 10", "evaluate.max_examples = 5",
+      "evaluate.classifier_dir = '{clf}'"], config.ConfigError, "real images"),
     (["evaluate.classifier_dir = '/nonexistent'"], FileNotFoundError, "no classifier.keras"),
 ])
 def test_evaluate_bad_settings_raise_errors_the_cli_reports(binary_run, tmp_path, params,
                                                             error, needle):
+  clf = tmp_path / "clf"  # an untrained classifier is enough to reach the size check
+  if any("{clf}" in p for p in params):
+    os.makedirs(clf)
+    feature_nets.build_classifier().save(str(clf / feature_nets.CLASSIFIER_FILE))
+    (clf / feature_nets.CLASSIFIER_METADATA).write_text("{}")
   with pytest.raises(error, match=needle):
-    _evaluate(binary_run, params + [f"evaluate.output_dir = '{tmp_path}'"])
+    _evaluate(binary_run, [p.format(clf=clf) for p in params]
+              + [f"evaluate.output_dir = '{tmp_path}'"])
   assert not os.path.exists(tmp_path / "metrics.json")
 
 

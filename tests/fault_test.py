@@ -9,6 +9,7 @@ import glob
 import hashlib
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
 TRAIN_PY = os.path.join(ROOT, "tools", "train.py")
 
 # A tiny VAE (fast to trace) checkpointing every step: kills land in or between saves.
+PROGRESS = re.compile(r"step \d+/\d+ \|")
 KILL_RUN = TINY_MODEL + [
     "model.objective = 'vae'", "posterior.kind = 'gaussian'", "posterior.num_flows = 0",
     "train.strategy = 'default'", "train.num_steps = 40", "train.checkpoint_every = 1",
@@ -93,7 +95,7 @@ def _run(model_dir, bindings, kill_at=None, kill_after_first_step=None, timeout=
   def read():
     for line in proc.stderr:
       lines.append(line)
-      if "train_lib.py" in line and " step " in line:
+      if "train_lib.py" in line and PROGRESS.search(line):  # a training progress line
         stepped.set()
 
   reader = threading.Thread(target=read, daemon=True)
@@ -153,17 +155,22 @@ def test_sigkill_at_every_save_point_and_at_random_resumes_bit_identically(tmp_p
   assert rc == -signal.SIGKILL and _resumed_from(err).endswith("ckpt-6"), err[-3000:]
   assert _latest_step(killed) == 9
 
-  # 5. A kill at a random moment of training (steps, saves, summaries).
-  rng = random.Random()
-  for _ in range(1):
+  # 5. Kills at random moments of training (steps, saves, summaries), after the first
+  # progress line; the seed is in the failure message.
+  seed = random.SystemRandom().randrange(2 ** 31)
+  rng = random.Random(seed)
+  landed = 0
+  for _ in range(2):
     before = _latest_step(killed)
-    delay = rng.uniform(0.0, 0.6)
+    delay = rng.uniform(0.0, 1.0)
     rc, err = _run(killed, KILL_RUN, kill_after_first_step=delay)
-    assert rc in (-signal.SIGKILL, 0), (delay, err[-3000:])
-    assert _resumed_from(err).endswith(f"ckpt-{before}"), (delay, err[-3000:])
+    assert rc in (-signal.SIGKILL, 0), (seed, delay, err[-3000:])
+    assert _resumed_from(err).endswith(f"ckpt-{before}"), (seed, delay, err[-3000:])
     # Whatever the moment, the recorded latest checkpoint is complete and readable.
     state = _state(str(ckdir))
     assert int(state["step/.ATTRIBUTES/VARIABLE_VALUE"]) == _latest_step(killed)
+    landed += rc == -signal.SIGKILL and before < _latest_step(killed) < 40
+  assert landed >= 1, f"no kill landed during training (seed {seed})"
 
   rc, err = _run(killed, KILL_RUN)
   assert rc == 0, err[-3000:]
@@ -221,6 +228,17 @@ def test_bad_streak_rolls_back_and_lowers_the_learning_rate(tmp_path):
   # After the rollback the 4 remaining updates of each optimizer all happened.
   assert int(s6["generator_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 6
   assert int(s6["discriminator_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 6
+
+  # A resumed run takes its learning rates from gin (x 0.5 per rollback done), not from
+  # the checkpoint: lowering them and rerunning (the diverged message's advice) works.
+  _train(tmp_path, GUARD_RUN + [
+      "train.strategy = 'default'", "train.num_steps = 8", "train.checkpoint_every = 2",
+      "train.rollback_lr_factor = 0.5", "generator/optimizer.learning_rate = 4e-3",
+      "discriminator/optimizer.learning_rate = 6e-3"])
+  s8 = _state(str(ck / "ckpt-8"))
+  assert s8["generator_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"] == np.float32(2e-3)
+  assert s8["discriminator_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"] == np.float32(
+      3e-3)
 
 
 def test_persistent_nan_exhausts_rollbacks_and_exits_2(tmp_path, capsys):
@@ -299,6 +317,8 @@ BAD_CASES = [
      "does not match the configured model"),
     ("other_posterior", ["posterior.kind = 'planar'", "posterior.num_flows = 2"], MNIST_GIN,
      "does not match the configured model"),
+    ("conv_model_on_28x28_data", ["dataset.synthetic_image_shape = (28, 28, 1)"],
+     os.path.join(ROOT, "gin", "cifar10.gin"), "does not fit images of shape (28, 28, 1)"),
 ]
 
 

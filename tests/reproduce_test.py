@@ -39,6 +39,17 @@ def test_table1_quick_cli(tmp_path):
   assert os.path.isfile(tmp_path / "vae" / "saved_model" / "saved_model.pb")
 
 
+def test_table2_quick_cli_on_32x32_conv_model(tmp_path):
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "reproduce.py"),
+                        "--table=2", "--quick", "--models=asvae", f"--work_dir={tmp_path}"],
+                       capture_output=True, text=True, env=_env(), timeout=400, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "| AS-VAE | 3.32 |" in out.stdout
+  m = json.load(open(tmp_path / "table2.json"))["results"]["asvae"]
+  assert m["likelihood"] == "discretized_gaussian" and m["rmse_pixel_scale"] == "[0, 255]"
+  assert 0 < m["iwae_bits_per_dim"] <= m["neg_elbo_bits_per_dim"]
+
+
 def test_comparison_table_puts_paper_beside_ours():
   m = dict(neg_elbo_bits_per_dim=3.5, iwae_bits_per_dim=3.4, rmse=4.0, inception_score=5.0,
            fid=30.0, step=100, train_seconds=60.0, eval_seconds=30.0)

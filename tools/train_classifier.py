@@ -40,7 +40,7 @@ def main(argv):
     meta = feature_nets.train_classifier(FLAGS.data_dir, FLAGS.output_dir, FLAGS.epochs,
                                          FLAGS.batch_size, FLAGS.seed,
                                          FLAGS.max_train_examples)
-  except (data.DataError, ValueError) as e:
+  except (data.DataError, ValueError, OSError) as e:
     return cli.fail(" ".join(str(e).split()))
   print(f"classifier ({meta['data']}, {meta['num_train']} training images): test accuracy "
         f"{meta['test_accuracy']:.4f} on {meta['num_test']} images -> {FLAGS.output_dir}")
