@@ -82,6 +82,12 @@ class CheckpointMismatchError(config.ConfigError):
 def make_strategy(name):
   """'mirrored' (all local devices), 'default' (no distribution) or 'multi_worker' (TF_CONFIG)."""
   if name == "mirrored":
+    # On CPUs MirroredStrategy all-reduces with collective ops whose keys start from a
+    # class-level base: a second strategy in the same process (a second training run in
+    # a notebook, a benchmark or a test session) would reuse the first one's keys and
+    # fail with "Shape mismatch in the collective instance". Give each its own range, as
+    # TensorFlow's own strategy_combinations do.
+    tf.distribute.MirroredStrategy._collective_key_base += 100000  # pylint: disable=protected-access
     return tf.distribute.MirroredStrategy()
   if name == "default":
     return tf.distribute.get_strategy()
@@ -253,9 +259,10 @@ class Trainer:
                        else mdl.discriminator_loss(terms))
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=gbs) * poison
       grads = tape.gradient(loss, variables)
-      finite = [tf.reduce_all(tf.math.is_finite(loss))]
-      finite += [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
-      return grads, _metrics(terms, mode, loss, gbs), tf.reduce_all(tf.stack(finite))
+      # One sum per gradient: NaN/Inf anywhere make it non-finite (cheaper than is_finite
+      # on every element; a finite gradient summing past float32's range is also skipped).
+      total = loss + tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
+      return grads, _metrics(terms, mode, loss, gbs), tf.math.is_finite(total)
 
     return grad_fn
 

@@ -310,6 +310,11 @@ def test_two_step_smoke_run_export_and_sample(tmp_path, gin_file):
   assert m["likelihood"] == "discretized_gaussian" and m["rmse_pixel_scale"] == "[0, 255]"
   assert m["num_examples"] == 8 and m["step"] == 2
   assert 0 < m["iwae_bits_per_dim"] <= m["neg_elbo_bits_per_dim"] < 64
+  dims = size * size * 3
+  for nats, bpd in (("neg_elbo", "neg_elbo_bits_per_dim"), ("iwae_nll", "iwae_bits_per_dim")):
+    np.testing.assert_allclose(m[bpd], m[nats] / (dims * math.log(2)), rtol=1e-12)
+    np.testing.assert_allclose(m[bpd + "_se"], m[nats + "_se"] / (dims * math.log(2)),
+                               rtol=1e-12)
   assert 0 < m["rmse"] <= 255
   assert os.path.isfile(model_dir / "eval" / "metrics.json")
 

@@ -189,25 +189,6 @@ def binary_run(tmp_path_factory):
   return model_dir
 
 
-def test_natural_image_model_reports_bits_per_dim(tmp_path):
-  _train(tmp_path, ["dataset.synthetic_image_shape = (8, 8, 3)",
-                    "model.likelihood = @gaussian_likelihood"])
-  m = _evaluate(tmp_path, ["evaluate.num_importance_samples = 20",
-                           "evaluate.iwae_chunk_size = 8", "evaluate.batch_size = 5"])
-  assert m["likelihood"] == "discretized_gaussian" and m["rmse_pixel_scale"] == "[0, 255]"
-  dims = 8 * 8 * 3
-  for nats, bpd in (("neg_elbo", "neg_elbo_bits_per_dim"), ("iwae_nll", "iwae_bits_per_dim")):
-    assert math.isfinite(m[bpd]) and m[bpd] > 0
-    np.testing.assert_allclose(m[bpd], m[nats] / (dims * math.log(2)), rtol=1e-12)
-    np.testing.assert_allclose(m[bpd + "_se"], m[nats + "_se"] / (dims * math.log(2)),
-                               rtol=1e-12)
-  assert m["iwae_bits_per_dim"] <= m["neg_elbo_bits_per_dim"]
-  # A discrete likelihood of 8-bit data: at most 8 bits/dim for a sane model is not
-  # guaranteed after 2 steps, but it is a probability, so NLL >= 0.
-  assert m["iwae_nll"] >= 0
-  assert 0 < m["rmse"] <= 255
-
-
 def test_evaluate_cli_writes_metrics_and_summaries(binary_run, tmp_path):
   out = subprocess.run(
       [sys.executable, os.path.join(ROOT, "tools", "evaluate.py"),
