@@ -85,6 +85,35 @@ def likelihood_bounds(mdl, images, num_importance_samples, seed, batch_size=100,
   return np.concatenate(iwae), np.concatenate(elbo)
 
 
+def ratio_diagnostics(mdl, images, seed, batch_size=100):
+  """Exact KL term and what f1 charges for it, on `images` (one z per image).
+
+  Returns {"kl_exact": mean of log q(z|x) - log p(z), z ~ q(z|x) (the KL of eq. 1,
+  exact density, one-sample Monte Carlo)} plus, when the model has an f1,
+  "ratio_f1_mean" (mean f1(x, z), the residual included) and "ratio_gap"
+  (ratio_f1_mean - kl_exact: 0 for an f1 that charges the KL in full, up to the
+  x-only term log q(x) - log p_theta(x) of f1*).
+  """
+  has_f1 = mdl.has_discriminators and "eq5" in mdl.objective.discriminators
+
+  def batch(x, s):
+    z, log_q = mdl.encode(x, s)
+    kl = log_q - model_lib.prior_log_prob(z)
+    f1 = mdl.f1_logit(x, z, log_q) if has_f1 else tf.zeros_like(kl)
+    return tf.reduce_sum(kl), tf.reduce_sum(f1)
+
+  fn = tf.function(batch, autograph=False)
+  kl, f1 = 0.0, 0.0
+  for j, x in _batches(images, batch_size):
+    a, b = fn(tf.constant(x), noise.fold_in(seed, j))
+    kl, f1 = kl + float(a), f1 + float(b)
+  out = {"kl_exact": kl / len(images)}
+  if has_f1:
+    out["ratio_f1_mean"] = f1 / len(images)
+    out["ratio_gap"] = out["ratio_f1_mean"] - out["kl_exact"]
+  return out
+
+
 def reconstructions(mdl, images, batch_size=100):
   """Decoder means at the posterior means, clipped to [0, 1]: float32 [N, H, W, C]."""
   fn = tf.function(lambda x: tf.clip_by_value(mdl.reconstruct(x), 0.0, 1.0), autograph=False)
@@ -230,6 +259,7 @@ def evaluate(model_dir,
       metrics[bpd_key] = float(eval_lib.nats_to_bits_per_dim(metrics[key], dims))
       metrics[bpd_key + "_se"] = float(eval_lib.nats_to_bits_per_dim(metrics[key + "_se"],
                                                                      dims))
+  metrics.update(ratio_diagnostics(mdl, x, noise.fold_in(seeds[0], 10 ** 6), batch_size))
   metrics["seconds"]["likelihood"] = time.time() - t0
 
   t0 = time.time()

@@ -197,10 +197,18 @@ class BernoulliLikelihood(Likelihood):
         tell real from generated images by their support) with the gradient of
         the relaxed sample (straight-through: x' = relaxed + stop_gradient(hard -
         relaxed)).  noise = "uniform".
+      reparameterization="straight_through_linear": the same exact Bernoulli sample
+        with a gradient that does not vanish on saturated logits: d x' / d l =
+        1 / (4 temperature), the relaxed sample's slope at l = 0 with no noise
+        (Bengio et al. 2013's straight-through estimator, slope-matched). The
+        relaxed sample's gradient sigmoid'((l + L) / t) / t is ~0 for a pixel whose
+        logit is far from 0, so a decoder that has saturated (e.g. an AS-VAE-g
+        that has collapsed) gets no signal from the discriminators to leave that
+        state.  noise = "uniform".
       reparameterization="mean": x' = sigmoid(l) (deterministic; noise = "none").
     """
 
-    REPARAMETERIZATIONS = ("relaxed", "straight_through", "mean")
+    REPARAMETERIZATIONS = ("relaxed", "straight_through", "straight_through_linear", "mean")
 
     num_params = 1
 
@@ -242,6 +250,9 @@ class BernoulliLikelihood(Likelihood):
         if self.reparameterization == "relaxed":
             return relaxed
         hard = tf.cast(logits + logistic > 0, logits.dtype)
+        if self.reparameterization == "straight_through_linear":
+            slope = logits / tf.constant(4.0 * self.temperature, logits.dtype)
+            return hard + (slope - tf.stop_gradient(slope))
         return relaxed + tf.stop_gradient(hard - relaxed)
 
 

@@ -124,11 +124,33 @@ def get_objective(name):
   return OBJECTIVES[name]
 
 
-def discriminator_loss(objective, terms):
-  """Sum of the objective's discriminator losses (eqs. 5/6), [b]; None for `vae`."""
+def discriminator_eq6_marginals(dx_real, dx_fake, hz_real, hz_fake):
+  """Eq. (6) for an explicit f2 = E2 + D(x) + h(z), trained on its marginals, [b].
+
+  dx_real = D(x'), x' ~ p_theta(x) (label 1); dx_fake = D(x), x ~ q(x) (label 0);
+  hz_real = h(z), z ~ p(z) (label 1); hz_fake = h(z), z ~ q_phi(z) (label 0).
+  The optima are D* = log p_theta(x) - log q(x) and h* = log p(z) - log q_phi(z)
+  (Lemma 1 on each marginal), and E2 + D* + h* is eq. (7)'s f2* (see `ratios`).
+  """
+  return _binary_logistic(dx_real, dx_fake) + _binary_logistic(hz_real, hz_fake)
+
+
+def r1_penalty(grad_sq_norm, gamma):
+  """R1 (Mescheder et al., 2018): gamma / 2 * ||grad_input f||^2 at real inputs, [b]."""
+  return 0.5 * gamma * grad_sq_norm
+
+
+def discriminator_loss(objective, terms, r1_gamma=0.0):
+  """Sum of the objective's discriminator losses (eqs. 5/6) + R1, [b]; None for `vae`."""
   losses = []
   if "eq5" in objective.discriminators:
     losses.append(discriminator_eq5(terms.f1_real, terms.f1_fake))
   if "eq6" in objective.discriminators:
-    losses.append(discriminator_eq6(terms.f2_real, terms.f2_fake))
+    if terms.f2x_real is not None:
+      losses.append(discriminator_eq6_marginals(terms.f2x_real, terms.f2x_fake,
+                                                terms.f2z_real, terms.f2z_fake))
+    else:
+      losses.append(discriminator_eq6(terms.f2_real, terms.f2_fake))
+  if losses and r1_gamma > 0:
+    losses.append(r1_penalty(terms.r1, r1_gamma))
   return tf.add_n(losses) if losses else None

@@ -29,6 +29,7 @@ from asvae_tf import heads
 from asvae_tf import losses
 from asvae_tf import networks
 from asvae_tf import noise
+from asvae_tf import ratios
 
 
 def pair_swap(t):
@@ -41,17 +42,16 @@ def pair_swap(t):
   return tf.reshape(tf.reverse(paired, axis=[1]), shape)
 
 
-def prior_log_prob(z):
-  """log N(z; 0, I) summed over the code, z [b, D] -> [b]."""
-  d = z.shape[-1]
-  return -0.5 * tf.reduce_sum(tf.square(z), axis=-1) - 0.5 * d * math.log(2 * math.pi)
+prior_log_prob = ratios.prior_log_prob  # log N(z; 0, I) summed over the code, [b]
 
 
 @dataclasses.dataclass
 class Terms:
   """Per-example quantities ([b] unless noted) an objective is built from.
 
-  Fields are None when the mode/objective does not need them.
+  Fields are None when the mode/objective does not need them. With the 'explicit'
+  estimator (see `ratios`), f1_* and f2_real are explicit part + learned residual,
+  and eq. (6) is trained on its marginals: f2x_* = D(x), f2z_* = h(z).
   """
   x: tf.Tensor                                   # [b,H,W,C] data batch
   zq: Optional[tf.Tensor] = None                 # [b,D] z_phi(x, eps) ~ q(z|x)
@@ -64,7 +64,13 @@ class Terms:
   f1_real: Optional[tf.Tensor] = None            # f1(x, zq)
   f1_fake: Optional[tf.Tensor] = None            # f1(pair_swap(xp), zp)
   f2_real: Optional[tf.Tensor] = None            # f2(xp, zp)
-  f2_fake: Optional[tf.Tensor] = None            # f2(x, pair_swap(zq))
+  f2_fake: Optional[tf.Tensor] = None            # f2(x, pair_swap(zq)) ('joint' only)
+  f2_explicit: Optional[tf.Tensor] = None        # E2(xp, zp) ('explicit' f2, generator)
+  f2x_real: Optional[tf.Tensor] = None           # D(xp)  ('explicit' f2, discriminator)
+  f2x_fake: Optional[tf.Tensor] = None           # D(x)
+  f2z_real: Optional[tf.Tensor] = None           # h(zp)
+  f2z_fake: Optional[tf.Tensor] = None           # h(pair_swap(zq))
+  r1: Optional[tf.Tensor] = None                 # squared input-gradient norms (R1), [b]
 
 
 class ASVAE(keras.Model):
@@ -76,6 +82,22 @@ class ASVAE(keras.Model):
     objective: "asvae", "asvae_r", "asvae_g" or "vae" (see `losses`).
     encoder, decoder, discriminator: network factories (gin: @mlp_encoder, ...).
     likelihood: a `heads` likelihood class (gin: @bernoulli_likelihood, ...).
+    ratio_estimator: "joint" (f = network(x, z), the paper) or "explicit" (explicit
+      part + learned residual, see `ratios`), for f1 and (unless f2_estimator is
+      set) f2.
+    f2_estimator: None (same as ratio_estimator), "joint" or "explicit".
+    f1_residual_inputs: "x" (the residual of an explicit f1 sees x only; its z input
+      is held at 0) or "xz".
+    f2_marginal_samples: k of the importance-sampling estimate of log p_theta(x) in
+      an explicit f2's E2 (>= 1).
+    generator_pass_dropout: apply the discriminators' dropout when they are
+      evaluated inside the generator update (False: dropout only when they train).
+    f2_decoder_gradient: how an explicit f2 and the sleep term -log q_phi(z|x') of
+      eq. (11) move the decoder theta (see `ratios.DECODER_GRADIENTS`): "exact",
+      "marginal" or "marginal_infomax".
+    r1_gamma: weight of the R1 penalty gamma/2 E||grad_input f||^2 on real inputs:
+      on the residual networks of explicit estimators, on the whole joint network
+      otherwise (a negative control for f1: it caps f1's slope in z).
 
   Built from gin through `build_model` (gin name `model`).
   """
@@ -83,11 +105,36 @@ class ASVAE(keras.Model):
   def __init__(self, image_shape, latent_dim=32, objective="asvae",
                encoder=networks.mlp_encoder, decoder=networks.mlp_decoder,
                discriminator=networks.joint_discriminator,
-               likelihood=heads.BernoulliLikelihood, name="asvae"):
+               likelihood=heads.BernoulliLikelihood, ratio_estimator="joint",
+               f2_estimator=None, f1_residual_inputs="x", f2_marginal_samples=1,
+               generator_pass_dropout=True, r1_gamma=0.0, f2_decoder_gradient="exact",
+               name="asvae"):
     super().__init__(name=name)
+    f2_estimator = ratio_estimator if f2_estimator is None else f2_estimator
+    for what, value, choices in (("ratio_estimator", ratio_estimator, ratios.ESTIMATORS),
+                                 ("f2_estimator", f2_estimator, ratios.ESTIMATORS),
+                                 ("f1_residual_inputs", f1_residual_inputs,
+                                  ratios.RESIDUAL_INPUTS),
+                                 ("f2_decoder_gradient", f2_decoder_gradient,
+                                  ratios.DECODER_GRADIENTS)):
+      if value not in choices:
+        raise ratios.SettingError(f"model.{what} must be one of {choices}, got {value!r}")
+    if isinstance(f2_marginal_samples, bool) or not isinstance(f2_marginal_samples, int) \
+        or f2_marginal_samples < 1:
+      raise ratios.SettingError(f"model.f2_marginal_samples must be an int >= 1, got "
+                       f"{f2_marginal_samples!r}")
+    if not (isinstance(r1_gamma, (int, float)) and r1_gamma >= 0):
+      raise ratios.SettingError(f"model.r1_gamma must be >= 0, got {r1_gamma!r}")
     self.image_shape = tuple(int(s) for s in image_shape)
     self.latent_dim = int(latent_dim)
     self.objective = losses.get_objective(objective)
+    self.f1_explicit = ratio_estimator == "explicit"
+    self.f2_explicit = f2_estimator == "explicit"
+    self.f1_residual_inputs = f1_residual_inputs
+    self.f2_marginal_samples = int(f2_marginal_samples)
+    self.generator_pass_dropout = bool(generator_pass_dropout)
+    self.r1_gamma = float(r1_gamma)
+    self.f2_decoder_gradient = f2_decoder_gradient if self.f2_explicit else "exact"
     self.likelihood = likelihood()
     h, w, c = self.image_shape
     self.encoder = encoder(name="encoder")
@@ -95,14 +142,16 @@ class ASVAE(keras.Model):
     self.decoder = decoder(output_shape=(h, w, c * self.likelihood.num_params), name="decoder")
     self.has_discriminators = bool(self.objective.discriminators)
     if self.has_discriminators:
-      self.f1 = discriminator(name="f1")
-      self.f2 = discriminator(name="f2")
+      self.f1 = discriminator(name="f1")  # joint f1, or the residual of an explicit f1
+      self.f2 = discriminator(name="f2")  # joint f2, or D(x) of an explicit f2
+      if self.f2_explicit:
+        self.f2_z = discriminator(name="f2_z")  # h(z) of an explicit f2
 
   # ---- building blocks -------------------------------------------------------
 
   def build_all(self):
     """Creates every variable by one pass on a dummy batch of 2."""
-    x = tf.zeros((2,) + self.image_shape)
+    x = tf.zeros((2,) + self.image_shape, self.compute_dtype)
     seed = tf.constant([0, 0], tf.int32)
     self.terms(x, seed, "generator", training=False)
     if self.has_discriminators:
@@ -117,10 +166,13 @@ class ASVAE(keras.Model):
 
   @property
   def discriminator_variables(self):
-    """psi1 and psi2."""
+    """psi1 and psi2 (for an explicit f2: D and h)."""
     if not self.has_discriminators:
       return []
-    return self.f1.trainable_variables + self.f2.trainable_variables
+    out = self.f1.trainable_variables + self.f2.trainable_variables
+    if self.f2_explicit:
+      out += self.f2_z.trainable_variables
+    return out
 
   def encode(self, x, seed, training=False):
     """z ~ q(z|x) reparameterised and log q(z|x): x [b,H,W,C] -> ([b,D], [b])."""
@@ -157,16 +209,63 @@ class ASVAE(keras.Model):
     """z ~ p(z) = N(0, I): [batch_size, D]."""
     return noise.normal([batch_size, self.latent_dim], seed, dtype)
 
+  # ---- ratio estimators ------------------------------------------------------
+
+  def f1_logit(self, x, z, log_q, seed=None, training=False, residual_weight=1.0):
+    """f1(x, z) [b]; log_q = log q_phi(z|x) [b] (used by the explicit estimator only)."""
+    if not self.f1_explicit:
+      return residual_weight * self.f1(x, z, seed=seed, training=training)
+    z_in = z if self.f1_residual_inputs == "xz" else tf.zeros_like(z)
+    residual = self.f1(x, z_in, seed=seed, training=training)
+    return ratios.explicit_f1(log_q, prior_log_prob(z)) + residual_weight * residual
+
+  def f2_residual(self, x, z, seed=None, training=False):
+    """D(x) + h(z) of an explicit f2, [b]."""
+    s = [None, None] if seed is None else [noise.fold_in(seed, i) for i in (2, 3)]
+    return (self.f2(x, tf.zeros_like(z), seed=s[0], training=training)
+            + self.f2_z(tf.zeros_like(x), z, seed=s[1], training=training))
+
+  def f2_explicit_part(self, xp, zp, params_p, seed):
+    """E2(x', z) = log p_theta(x'|z) - log p^_theta(x') for eq. (11), [b].
+
+    f2 is a fixed function in eq. (11), so E2 enters with its path gradient through
+    x' only (`ratios.path_only`). Both of its terms use that same estimator: when
+    q_phi(.|x') is sharp their path gradients nearly cancel, sample by sample (E2 is
+    the decoder's pointwise mutual information). Replacing only the first by a
+    closed-form expectation breaks that cancellation: with a straight-through
+    Bernoulli sample the uncancelled -d log p^(x')/dx' then feeds the decoder's logits
+    back into themselves and they diverge (measured: AS-VAE-g's -ELBO reached 1e7
+    nats within 200 steps).
+    """
+    params_fixed = tf.stop_gradient(params_p)
+    k = self.f2_marginal_samples
+
+    def e2(x_in):
+      return (self.likelihood.log_prob(params_fixed, x_in)
+              - ratios.log_marginal_estimate(self, x_in, seed, k))
+
+    return ratios.path_only(e2, xp)
+
+  def _with_r1(self, net_fn, inputs, want):
+    """net_fn(*inputs), and its R1 norms when want (else None)."""
+    if not want:
+      return net_fn(*inputs), None
+    return ratios.logit_and_input_grad_sq(net_fn, inputs)
+
   # ---- objective terms -------------------------------------------------------
 
-  def terms(self, x, seed, mode, training=True):
+  def terms(self, x, seed, mode, training=True, adversarial_weight=1.0):
     """Per-example terms of eqs. (1), (5), (6), (11) for one batch.
 
     Args:
       x: [b, H, W, C] data batch (b static and even when discriminators are used).
       seed: int32 [2].
       mode: "generator" or "discriminator".
-      training: applies dropout.
+      training: applies dropout (in the generator pass, to the discriminators only
+        when generator_pass_dropout).
+      adversarial_weight: scalar multiplying the learned ratio terms in the
+        generator pass (the whole f of a joint estimator, the residual of an
+        explicit one): the warm-up of train.adversarial_warmup_steps.
     Returns:
       `Terms`; only what `self.objective` needs in this mode is computed.
     """
@@ -179,6 +278,7 @@ class ASVAE(keras.Model):
     b = x.shape[0]
     s = noise.split(seed, 8)
     sg = (lambda t: t) if gen else tf.stop_gradient
+    d_training = training and (self.generator_pass_dropout or not gen)
     t = Terms(x=x)
 
     # Encoder branch: x ~ q(x), z = z_phi(x, eps).
@@ -186,40 +286,98 @@ class ASVAE(keras.Model):
     if need_enc:
       zq, log_qzq = self.encode(x, s[0], training=training)
       t.zq, t.log_qzq = sg(zq), sg(log_qzq)
+      t.log_pzq = prior_log_prob(t.zq)
       if gen:
         params = self.decode(t.zq, seed=s[1], training=training)
         t.log_px_given_zq = self.likelihood.log_prob(params, x)
-        t.log_pzq = prior_log_prob(t.zq)
 
     # Decoder branch: z ~ p(z), x' = x_theta(z, xi).
     need_dec = self.has_discriminators and ((not gen) or obj.needs_prior_log_q)
     if need_dec:
       t.zp = self.sample_prior(b, s[2], x.dtype)
-      t.xp = sg(self.decoder_rsample(self.decode(t.zp, seed=s[3], training=training), s[4]))
-      if gen:
-        t.log_q_prior = self.posterior_log_prob(t.xp, t.zp, seed=s[5], training=training)
+      params_p = self.decode(t.zp, seed=s[3], training=training)
+      t.xp = sg(self.decoder_rsample(params_p, s[4]))
+      if gen:  # the sleep term; "marginal" keeps its gradient to phi only
+        x_sleep = tf.stop_gradient(t.xp) if self.f2_decoder_gradient == "marginal" else t.xp
+        t.log_q_prior = self.posterior_log_prob(x_sleep, t.zp, seed=s[5], training=training)
 
-    # Discriminators: f1 of eq. (5), f2 of eq. (6).
-    if use_eq5 and t.zq is not None:
-      t.f1_real = self.f1(x, t.zq, seed=s[6], training=training)
-    if use_eq6 and t.xp is not None:
-      t.f2_real = self.f2(t.xp, t.zp, seed=s[7], training=training)
-    if not gen:
-      if use_eq5:
-        t.f1_fake = self.f1(pair_swap(t.xp), t.zp, seed=noise.fold_in(s[6], 1),
-                            training=training)
-      if use_eq6:
-        t.f2_fake = self.f2(x, pair_swap(t.zq), seed=noise.fold_in(s[7], 1),
-                            training=training)
+    if gen:
+      self._generator_ratios(t, s, use_eq5, use_eq6, d_training, adversarial_weight,
+                             params_p if need_dec else None)
+    else:
+      self._discriminator_ratios(t, s, use_eq5, use_eq6, d_training)
     return t
+
+  def _generator_ratios(self, t, s, use_eq5, use_eq6, d_training, weight, params_p):
+    """f1(x, zq) and f2(xp, zp) as eq. (11) sees them."""
+    if use_eq5 and t.zq is not None:
+      t.f1_real = self.f1_logit(t.x, t.zq, t.log_qzq, seed=s[6], training=d_training,
+                                residual_weight=weight)
+    if use_eq6 and t.xp is not None:
+      if self.f2_explicit:
+        if self.f2_decoder_gradient == "exact":
+          t.f2_explicit = self.f2_explicit_part(t.xp, t.zp, params_p, noise.fold_in(s[7], 4))
+        else:  # E2 moves nothing in these modes: not computed (0 in the logged f2)
+          t.f2_explicit = tf.zeros_like(t.zp[:, 0])
+        t.f2_real = t.f2_explicit + weight * self.f2_residual(t.xp, t.zp, seed=s[7],
+                                                              training=d_training)
+      else:
+        t.f2_real = weight * self.f2(t.xp, t.zp, seed=s[7], training=d_training)
+
+  def _discriminator_ratios(self, t, s, use_eq5, use_eq6, training):
+    """Real and fake logits of eqs. (5) and (6) (encoder/decoder outputs fixed)."""
+    want_r1 = self.r1_gamma > 0
+    r1 = []
+    if use_eq5:
+      x_fake, z_fake = pair_swap(t.xp), t.zp
+      if self.f1_explicit:
+        log_q_fake = tf.stop_gradient(self.posterior_log_prob(x_fake, z_fake))
+        residual_z = self.f1_residual_inputs == "xz"
+        real_inputs = [t.x, t.zq] if residual_z else [t.x]
+
+        def residual(x_in, z_in=None):
+          z_in = tf.zeros_like(t.zq) if z_in is None else z_in
+          return self.f1(x_in, z_in, seed=s[6], training=training)
+
+        res_real, sq = self._with_r1(residual, real_inputs, want_r1)
+        t.f1_real = ratios.explicit_f1(t.log_qzq, t.log_pzq) + res_real
+        t.f1_fake = (ratios.explicit_f1(log_q_fake, prior_log_prob(z_fake))
+                     + self.f1(x_fake, z_fake if residual_z else tf.zeros_like(z_fake),
+                               seed=noise.fold_in(s[6], 1), training=training))
+      else:
+        t.f1_real, sq = self._with_r1(
+            lambda a, c: self.f1(a, c, seed=s[6], training=training), [t.x, t.zq], want_r1)
+        t.f1_fake = self.f1(x_fake, z_fake, seed=noise.fold_in(s[6], 1), training=training)
+      r1.append(sq)
+    if use_eq6:
+      if self.f2_explicit:
+        # Marginals of eq. (6): D on x' (label 1) vs data x (0); h on prior z (1) vs
+        # aggregate-posterior z (0). R1 on D at the data.
+        zeros_z = tf.zeros_like(t.zp)
+        t.f2x_real = self.f2(t.xp, zeros_z, seed=s[7], training=training)
+        t.f2x_fake, sq = self._with_r1(
+            lambda a: self.f2(a, zeros_z, seed=noise.fold_in(s[7], 1), training=training),
+            [t.x], want_r1)
+        zeros_x = tf.zeros_like(t.x)
+        t.f2z_real = self.f2_z(zeros_x, t.zp, seed=noise.fold_in(s[7], 2), training=training)
+        t.f2z_fake = self.f2_z(zeros_x, pair_swap(t.zq), seed=noise.fold_in(s[7], 3),
+                               training=training)
+      else:
+        t.f2_real, sq = self._with_r1(
+            lambda a, c: self.f2(a, c, seed=s[7], training=training), [t.xp, t.zp], want_r1)
+        t.f2_fake = self.f2(t.x, pair_swap(t.zq), seed=noise.fold_in(s[7], 1),
+                            training=training)
+      r1.append(sq)
+    if want_r1:
+      t.r1 = tf.add_n(r1)
 
   def generator_loss(self, terms):
     """[b] loss of theta, phi for the configured objective."""
     return self.objective.generator(terms)
 
   def discriminator_loss(self, terms):
-    """[b] loss of psi1, psi2 (eqs. 5, 6); None for the VAE baseline."""
-    return losses.discriminator_loss(self.objective, terms)
+    """[b] loss of psi1, psi2 (eqs. 5, 6, + R1); None for the VAE baseline."""
+    return losses.discriminator_loss(self.objective, terms, r1_gamma=self.r1_gamma)
 
   # ---- evaluation helpers ----------------------------------------------------
 
@@ -326,10 +484,16 @@ class ASVAE(keras.Model):
 @gin.configurable("model", denylist=["image_shape"])
 def build_model(image_shape, latent_dim=32, objective="asvae", encoder=networks.mlp_encoder,
                 decoder=networks.mlp_decoder, discriminator=networks.joint_discriminator,
-                likelihood=heads.BernoulliLikelihood):
+                likelihood=heads.BernoulliLikelihood, ratio_estimator="joint",
+                f2_estimator=None, f1_residual_inputs="x", f2_marginal_samples=1,
+                generator_pass_dropout=True, r1_gamma=0.0, f2_decoder_gradient="exact"):
   """Gin factory of `ASVAE` (Keras 3 layers cannot be gin-decorated classes)."""
   return ASVAE(image_shape, latent_dim=latent_dim, objective=objective, encoder=encoder,
-               decoder=decoder, discriminator=discriminator, likelihood=likelihood)
+               decoder=decoder, discriminator=discriminator, likelihood=likelihood,
+               ratio_estimator=ratio_estimator, f2_estimator=f2_estimator,
+               f1_residual_inputs=f1_residual_inputs, f2_marginal_samples=f2_marginal_samples,
+               generator_pass_dropout=generator_pass_dropout, r1_gamma=r1_gamma,
+               f2_decoder_gradient=f2_decoder_gradient)
 
 
 def build_for_data(splits):
@@ -342,6 +506,8 @@ def build_for_data(splits):
   try:
     mdl = build_model(image_shape=splits.image_shape)
     mdl.build_all()
+  except ratios.SettingError as e:
+    raise config.ConfigError(str(e)) from None
   except (ValueError, tf.errors.InvalidArgumentError) as e:
     raise config.ConfigError(
         f"the configured model does not fit images of shape {splits.image_shape} "

@@ -181,13 +181,15 @@ class Trainer:
   """Holds the built model, optimizers, checkpointing and the compiled functions."""
 
   def __init__(self, strategy, mdl, global_batch_size, seed, disc_steps, jit_compile,
-               max_bad_steps=10, inject_nan_at_steps=(), inject_nan_passes=0):
+               max_bad_steps=10, inject_nan_at_steps=(), inject_nan_passes=0,
+               adversarial_warmup_steps=0):
     self.strategy = strategy
     self.model = mdl
     self.global_batch_size = global_batch_size
     self.seed = seed
     self.disc_steps = disc_steps if mdl.has_discriminators else 0
     self.max_bad_steps = int(max_bad_steps)
+    self.adversarial_warmup_steps = int(adversarial_warmup_steps)
     self.inject_nan_at_steps = tuple(int(s) for s in inject_nan_at_steps)
     self.inject_nan_passes = int(inject_nan_passes)
     with strategy.scope():
@@ -252,9 +254,9 @@ class Trainer:
     variables = (mdl.generator_variables if mode == "generator"
                  else mdl.discriminator_variables)
 
-    def grad_fn(x, seed, poison):
+    def grad_fn(x, seed, poison, adversarial_weight):
       with tf.GradientTape() as tape:
-        terms = mdl.terms(x, seed, mode, training=True)
+        terms = mdl.terms(x, seed, mode, training=True, adversarial_weight=adversarial_weight)
         per_example = (mdl.generator_loss(terms) if mode == "generator"
                        else mdl.discriminator_loss(terms))
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=gbs) * poison
@@ -303,19 +305,27 @@ class Trainer:
       hit = tf.logical_and(hit, self.rollbacks < self.inject_nan_passes)
     return tf.where(hit, tf.constant(np.nan, tf.float32), tf.constant(1.0))
 
+  def _adversarial_weight(self, step):
+    """Warm-up weight of the learned ratio terms in eq. (11): min(1, (step + 1) / W)."""
+    if self.adversarial_warmup_steps <= 0:
+      return tf.constant(1.0)
+    return tf.minimum(1.0, tf.cast(step + 1, tf.float32) / self.adversarial_warmup_steps)
+
   def _replica_step(self, x, step):
     # MultiWorkerMirroredStrategy's distributed datasets lose the static batch size.
     per_replica = self.global_batch_size // self.strategy.num_replicas_in_sync
     x = tf.ensure_shape(x, [per_replica] + list(self.model.image_shape))
     seed = noise.step_seed(self.seed, step)
     poison = self._poison(step)
+    weight = self._adversarial_weight(step)
     metrics, ok = {}, tf.constant(True)
     for k in range(self.disc_steps):
       grads, metrics, finite = self._grad_fns["discriminator"](
-          x, noise.fold_in(seed, k + 1), poison)
+          x, noise.fold_in(seed, k + 1), poison, weight)
       ok = tf.logical_and(ok, self._guarded_apply(
           self.d_opt, grads, self.model.discriminator_variables, finite))
-    grads, g_metrics, finite = self._grad_fns["generator"](x, noise.fold_in(seed, 0), poison)
+    grads, g_metrics, finite = self._grad_fns["generator"](x, noise.fold_in(seed, 0), poison,
+                                                           weight)
     ok = tf.logical_and(ok, self._guarded_apply(
         self.g_opt, grads, self.model.generator_variables, finite))
     metrics.update(g_metrics)
@@ -365,9 +375,20 @@ def _metrics(terms, mode, loss, global_batch_size):
         out[f"generator/{name}"] = mean(value)
     if terms.log_px_given_zq is not None:
       out["generator/neg_elbo"] = mean(-(terms.log_px_given_zq + terms.log_pzq - terms.log_qzq))
+      # What f1 should charge (exact, eq. 7's explicit part) beside what it charges.
+      out["ratio/kl_exact"] = mean(terms.log_qzq - terms.log_pzq)
+      if terms.f1_real is not None:
+        out["ratio/f1_mean"] = mean(terms.f1_real)
+        out["ratio/gap"] = out["ratio/f1_mean"] - out["ratio/kl_exact"]
+    if terms.f2_real is not None:
+      out["ratio/f2_mean"] = mean(terms.f2_real)
+      if terms.f2_explicit is not None:
+        out["ratio/f2_explicit"] = mean(terms.f2_explicit)
   else:
     for eq, real, fake in (("eq5", terms.f1_real, terms.f1_fake),
-                           ("eq6", terms.f2_real, terms.f2_fake)):
+                           ("eq6", terms.f2_real, terms.f2_fake),
+                           ("eq6_x", terms.f2x_real, terms.f2x_fake),
+                           ("eq6_z", terms.f2z_real, terms.f2z_fake)):
       if fake is None:
         continue
       out[f"discriminator/{eq}_accuracy"] = 0.5 * (mean(real > 0) + mean(fake < 0))
@@ -386,15 +407,17 @@ def make_validation_fn(mdl):
   return batch_fn
 
 
-def _validate(batch_fn, images, seed):
-  """Validation means: negative ELBO (nats/image), recon_x, recon_z and their average."""
+def _validate(batch_fn, images, seed, early_stopping_metric="recon"):
+  """Validation means: negative ELBO (nats/image), recon_x, recon_z, and the early-stopping
+  metric: their average ('recon', section 5) or the -ELBO ('elbo')."""
   totals = np.zeros(3)
   for i, x in enumerate(images):
     totals += np.array([t.numpy() for t in batch_fn(x, noise.fold_in(seed, i))])
   n = sum(int(x.shape[0]) for x in images)
   neg_elbo, recon_x, recon_z = totals / n
+  metric = 0.5 * (recon_x + recon_z) if early_stopping_metric == "recon" else neg_elbo
   return {"neg_elbo": neg_elbo, "recon_x": recon_x, "recon_z": recon_z,
-          "early_stopping_metric": 0.5 * (recon_x + recon_z)}
+          "early_stopping_metric": metric}
 
 
 def _validation_batches(splits, batch_size, seed):
@@ -416,6 +439,8 @@ def _format_eta(seconds):
 
 
 _GUARD_STATE = ("consecutive_bad_steps", "rollbacks")
+_SHOWN_RATIOS = ("ratio/kl_exact", "ratio/f1_mean", "ratio/f2_mean")
+EARLY_STOPPING_METRICS = ("recon", "elbo")
 
 
 def _set_learning_rates(trainer, configured, factor):
@@ -468,6 +493,8 @@ def train(model_dir,
           strategy="mirrored",
           jit_compile=False,
           early_stopping_patience=0,
+          early_stopping_metric="recon",
+          adversarial_warmup_steps=0,
           keep_checkpoints=3,
           max_bad_steps=10,
           max_rollbacks=3,
@@ -487,7 +514,12 @@ def train(model_dir,
     strategy: "mirrored", "default" or "multi_worker" (TF_CONFIG).
     jit_compile: XLA-compile the per-replica loss/gradient computation.
     early_stopping_patience: stop after this many validations without improvement of
-      the average validation reconstruction loss of x and z (section 5); 0 = off.
+      the early-stopping metric; 0 = off (the best checkpoint is still kept).
+    early_stopping_metric: "recon" (the average validation reconstruction loss of x
+      and z, section 5) or "elbo" (the validation -ELBO, nats). Decides best/.
+    adversarial_warmup_steps: the learned ratio terms of eq. (11) (a joint f, or an
+      explicit f's residual) are weighted min(1, (step + 1) / W) in the generator
+      update; 0 = no warm-up.
     keep_checkpoints: how many recent checkpoints to keep.
     max_bad_steps: consecutive non-finite (skipped) steps that trigger a rollback.
     max_rollbacks: rollbacks allowed in the whole run; one more bad streak stops
@@ -518,6 +550,13 @@ def train(model_dir,
   if not (isinstance(rollback_lr_factor, (int, float)) and 0 < rollback_lr_factor <= 1):
     raise config.ConfigError(f"train.rollback_lr_factor must be in (0, 1], got "
                              f"{rollback_lr_factor!r}")
+  if early_stopping_metric not in EARLY_STOPPING_METRICS:
+    raise config.ConfigError(f"train.early_stopping_metric must be one of "
+                             f"{EARLY_STOPPING_METRICS}, got {early_stopping_metric!r}")
+  if isinstance(adversarial_warmup_steps, bool) or not isinstance(adversarial_warmup_steps, int) \
+      or adversarial_warmup_steps < 0:
+    raise config.ConfigError(f"train.adversarial_warmup_steps must be an int >= 0, got "
+                             f"{adversarial_warmup_steps!r}")
   kill_points = _kill_points()
   strat = make_strategy(strategy)
   replicas = strat.num_replicas_in_sync
@@ -535,7 +574,8 @@ def train(model_dir,
     mdl = model_lib.build_for_data(splits)
   trainer = Trainer(strat, mdl, batch_size, seed, discriminator_steps, jit_compile,
                     max_bad_steps=max_bad_steps, inject_nan_at_steps=inject_nan_at_steps,
-                    inject_nan_passes=inject_nan_passes)
+                    inject_nan_passes=inject_nan_passes,
+                    adversarial_warmup_steps=adversarial_warmup_steps)
   ckpt = tf.train.Checkpoint(**trainer.checkpointed())
 
   # Everything that can fail on bad input happens before anything is written.
@@ -575,7 +615,8 @@ def train(model_dir,
 
 
 def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, summary_every,
-                validate_every, image_every, early_stopping_patience, keep_checkpoints,
+                validate_every, image_every, early_stopping_patience, early_stopping_metric,
+                keep_checkpoints,
                 max_bad_steps, max_rollbacks, rollback_lr_factor, kill_points, chief,
                 splits, mdl, trainer, ckpt, latest, start, result, make_iterator, iterator,
                 val_batches, write_dir, configured_rates, **unused):
@@ -691,7 +732,7 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
       guard_summaries(step, window_skipped)
       shown = " | ".join(f"{k.split('/')[-1]} {means[k]:.4g}" for k in sorted(means)
                          if k.startswith("loss/") or k.endswith("neg_elbo")
-                         or k.endswith("accuracy"))
+                         or k.endswith("accuracy") or k in _SHOWN_RATIOS)
       logging.info("step %d/%d | %s | skipped %d | %.0f img/s | ETA %s", step, num_steps,
                    shown, window_skipped, img_s,
                    _format_eta((num_steps - step) / rate if rate > 0 else float("inf")))
@@ -710,7 +751,8 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
           tf.summary.image("reconstructions", _image_grid(pairs, 8))
 
     if val_batches and (due(validate_every, step) or step == num_steps):
-      val = _validate(validation_fn, val_batches, tf.constant([seed, 2], tf.int32))
+      val = _validate(validation_fn, val_batches, tf.constant([seed, 2], tf.int32),
+                      early_stopping_metric)
       result["validation"] = val
       if chief:
         with val_writer.as_default(step=step):

@@ -1,174 +1,164 @@
 #!/usr/bin/env python
-"""MNIST-10k quality benchmark (../shared/data/mnist/README.md): VAE vs AS-VAE-r/-g/AS-VAE.
+"""MNIST-10k quality benchmark: VAE vs AS-VAE-r / AS-VAE-g / AS-VAE over seeds.
 
-The protocol, exactly: t10k images 0..7999 train (the last 1,000 of them are the
-early-stopping validation slice), 8000..9999 test, binarised once with
-RandomState(0) and its sha256 checked (asvae_tf.data does both and refuses other
-files); dynamic binarisation of training batches; D = 32; MLP encoder 784-500-500,
-decoder 32-500-500-784, Bernoulli likelihood; batch 100; at most --epochs (<= 20)
-passes over the 7,000 training images (the step budget); early stopping on the
-validation slice with the gin files' patience, evaluated at the best checkpoint.
+The protocol is bench/mnist10k_lib.py's (../shared/data/mnist/README.md): 20 passes over
+the 7,000 training images, early stopping on the 1,000-image validation slice, -ELBO and
+IWAE NLL (k = 1000) on the 2,000 test images at the best checkpoint, classifier FID /
+score of 10,000 samples. Each model is its gin file (gin/mnist{_vae,_asvae_r,_asvae_g,}.gin
+with their defaults: which ratio estimator each uses is printed in the table) with the
+protocol bindings. Every model runs for each --seeds; the table shows the mean and the
+standard error over seeds, and the paired difference to the VAE (same seed: same data
+order and initial encoder/decoder weights). --long_epochs adds one run per
+--long_models beyond the 20-pass budget (seed 0), reported separately.
 
-Each model is gin/mnist{_vae,_asvae_r,_asvae_g,}.gin (K = 80 planar posterior in all
-four) with the data, budget and --learning_rate bindings printed below. Evaluation
-on the 2,000 test images: -ELBO and IWAE NLL (k = 1000, same samples), and the
-classifier FID / score of 10,000 samples with the CNN of tools/train_classifier.py
-(trained here on images 0..7999 only). Writes bench/results/quality_mnist10k.json
-and .md (markdown table beside the paper's Table 1, which is on full MNIST).
-
-  .venv/bin/python bench/quality_mnist10k.py            # about 30-60 min on 2 cores
-  .venv/bin/python bench/quality_mnist10k.py --quick    # minutes; a smoke run
+  .venv/bin/python bench/quality_mnist10k.py                   # 3 seeds x 4 models, ~1 h
+  .venv/bin/python bench/quality_mnist10k.py --long_epochs=100 --long_models=vae,asvae
+  .venv/bin/python bench/quality_mnist10k.py --quick           # smoke run (minutes)
+Writes bench/results/quality_mnist10k.{json,md}; finished runs in --work_dir are reused.
 """
 
 import datetime
 import json
 import os
-import platform
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
+import gin
 import tensorflow as tf
 
-from asvae_tf import data
-from asvae_tf import evaluation
+from asvae_tf import config
 from asvae_tf import experiments
-from asvae_tf import feature_nets
+import mnist10k_lib as lib
 
-flags.DEFINE_string("mnist_dir", os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist"),
-                    "Directory with the MNIST t10k IDX files.")
-flags.DEFINE_string("work_dir", os.path.join(ROOT, "runs", "quality_mnist10k"),
-                    "Model dirs and the classifier go here (resumable).")
-flags.DEFINE_string("results_dir", os.path.join(ROOT, "bench", "results"),
+TABLE1 = experiments.PAPER_TABLES[1].rows  # gin file, label and paper NLL of each model
+
+flags.DEFINE_string("mnist_dir", lib.MNIST_DIR, "Directory with the MNIST t10k IDX files.")
+flags.DEFINE_string("work_dir", os.path.join(lib.ROOT, "runs", "quality_mnist10k"),
+                    "Model dirs and the classifier go here (finished runs are reused).")
+flags.DEFINE_string("results_dir", os.path.join(lib.ROOT, "bench", "results"),
                     "Where quality_mnist10k.json / .md are written.")
 flags.DEFINE_list("models", ["vae", "asvae_r", "asvae_g", "asvae"], "Models to run.")
-flags.DEFINE_integer("epochs", 20, "Passes over the training images (protocol: <= 20).")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (one run per model and seed).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of all networks.")
-flags.DEFINE_integer("num_importance_samples", 1000, "k of the IWAE bound.")
-flags.DEFINE_integer("num_generated", 10000, "Samples for the classifier FID / score.")
-flags.DEFINE_integer("seed", 0, "Training seed.")
+flags.DEFINE_integer("long_epochs", 0, "If > 0: one extra run per --long_models with this "
+                     "many passes (beyond the 20-pass budget; seed 0).")
+flags.DEFINE_list("long_models", ["vae", "asvae"], "Models of the --long_epochs runs.")
 flags.DEFINE_bool("quick", False, "1 epoch, k = 50, 1,000 samples, 500 test images.")
 FLAGS = flags.FLAGS
 
-TABLE1 = experiments.PAPER_TABLES[1].rows  # gin file, label and paper NLL of each model
-PAPER_NLL = {k: row.paper["neg_elbo"] for k, row in TABLE1.items()}
-BATCH = 100
+COLUMNS = (("neg_elbo", "-ELBO"), ("iwae_nll", "IWAE NLL"), ("classifier_fid", "classifier FID"),
+           ("classifier_score", "classifier score"), ("kl_exact", "exact KL"),
+           ("ratio_gap", "ratio gap"))
+PAIRED = ("iwae_nll", "classifier_fid", "classifier_score", "kl_exact")
 
 
-def _bindings(train_size):
-  steps_per_epoch = train_size // BATCH
-  steps = FLAGS.epochs * steps_per_epoch
-  return [
-      f"dataset.local_dir = '{FLAGS.mnist_dir}'",
-      "dataset.name = 'mnist'",
-      f"train.batch_size = {BATCH}",
-      f"train.num_steps = {steps}",
-      f"train.seed = {FLAGS.seed}",
-      "train.strategy = 'default'",
-      f"train.validate_every = {steps_per_epoch}",
-      f"train.summary_every = {steps_per_epoch}",
-      f"train.checkpoint_every = {steps_per_epoch * 5}",
-      f"train.image_every = {steps_per_epoch * 5}",
-      f"generator/optimizer.learning_rate = {FLAGS.learning_rate}",
-      f"discriminator/optimizer.learning_rate = {FLAGS.learning_rate}",
-  ]
+def estimator_of(gin_file):
+  """'joint' / 'explicit' f1 and f2 of a gin file's defaults (what the table reports)."""
+  gin.clear_config()
+  try:
+    config.parse([os.path.join(experiments.GIN_DIR, gin_file)], [])
+    f1 = gin.query_parameter("model.ratio_estimator")
+    try:
+      f2 = gin.query_parameter("model.f2_estimator") or f1
+    except ValueError:
+      f2 = f1
+  except ValueError:
+    f1 = f2 = "joint"
+  finally:
+    gin.clear_config()
+  return f"f1 {f1}, f2 {f2}"
 
 
-def _classifier(directory):
-  path = os.path.join(directory, feature_nets.CLASSIFIER_METADATA)
-  if os.path.isfile(path):
-    with open(path) as f:
-      return json.load(f)
-  logging.info("training the MNIST classifier on t10k images 0..7999")
-  return feature_nets.train_classifier(FLAGS.mnist_dir, directory,
-                                       epochs=1 if FLAGS.quick else 8, verbose=0)
+def _cell(values, spec=".2f"):
+  values = [v for v in values if v is not None]
+  if not values:
+    return "n/a"
+  mean, se = lib.mean_se(values)
+  return f"{mean:{spec}} ± {se:{spec}}" if len(values) > 1 else f"{mean:{spec}}"
 
 
-def _run(name, bindings, classifier_dir):
-  params = [f"evaluate.num_importance_samples = {FLAGS.num_importance_samples}",
-            f"evaluate.num_generated = {FLAGS.num_generated}",
-            f"evaluate.classifier_dir = '{classifier_dir}'"]
-  if FLAGS.quick:
-    params.append("evaluate.max_examples = 500")
-  return experiments.train_and_evaluate(
-      os.path.join(experiments.GIN_DIR, experiments.PAPER_TABLES[1].rows[name].gin_file),
-      os.path.join(FLAGS.work_dir, name), bindings, params, checkpoint="best")
-
-
-def _table(results, header):
+def seed_table(runs, header):
+  """runs: {model: {seed: metrics}} -> markdown (mean ± se over seeds; paired vs VAE)."""
   lines = [header, "",
-           f"| model | paper NLL, full MNIST (Table 1) | -ELBO (nats) | IWAE NLL k={FLAGS.num_importance_samples} (nats) "
-           "| classifier FID | classifier score | best step / steps run | train + eval min |",
-           "|---|---|---|---|---|---|---|---|"]
-  for name, m in results.items():
-    lines.append(
-        f"| {TABLE1[name].label} | {PAPER_NLL[name]} | {m['neg_elbo']:.2f} ± {m['neg_elbo_se']:.2f} "
-        f"| {m['iwae_nll']:.2f} ± {m['iwae_nll_se']:.2f} | {m.get('classifier_fid', float('nan')):.2f} "
-        f"| {m.get('classifier_score', float('nan')):.2f} | {m['step']} / {m['final_step']} "
-        f"| {m['train_seconds'] / 60:.1f} + {m['eval_seconds'] / 60:.1f} |")
+           "| model | ratio estimators | paper NLL (full MNIST) | seeds | "
+           + " | ".join(h for _, h in COLUMNS) + " | IWAE - VAE (paired) | FID - VAE (paired) |",
+           "|---" * (len(COLUMNS) + 6) + "|"]
+  vae = runs.get("vae", {})
+  for name, by_seed in runs.items():
+    seeds = sorted(by_seed)
+    cells = [_cell([by_seed[s].get(k) for s in seeds]) for k, _ in COLUMNS]
+    paired = []
+    for key in ("iwae_nll", "classifier_fid"):
+      common = [s for s in seeds if s in vae]
+      paired.append(_cell([by_seed[s][key] - vae[s][key] for s in common])
+                    if name != "vae" and common and key in by_seed[seeds[0]] else "-")
+    estimators = "none" if name == "vae" else estimator_of(TABLE1[name].gin_file)
+    lines.append(f"| {TABLE1[name].label} | {estimators} "
+                 f"| {TABLE1[name].paper['neg_elbo']} | {','.join(map(str, seeds))} | "
+                 + " | ".join(cells + paired) + " |")
   return "\n".join(lines)
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  if FLAGS.quick:
-    FLAGS.epochs, FLAGS.num_importance_samples, FLAGS.num_generated = 1, 50, 1000
-  if not 1 <= FLAGS.epochs <= 20:
-    raise app.UsageError("--epochs must be in [1, 20] (MNIST-10k budget)")
-  unknown = set(FLAGS.models) - set(TABLE1)
+  epochs, k, num_generated, max_examples = lib.eval_settings(FLAGS.quick)
+  unknown = set(FLAGS.models + FLAGS.long_models) - set(TABLE1)
   if unknown:
-    raise app.UsageError(f"unknown --models {sorted(unknown)}; choose from {sorted(TABLE1)}")
-  splits = data.load_splits(name="mnist", local_dir=FLAGS.mnist_dir)  # checks the sha256
-  if len(splits.train) + len(splits.validation) != data.MNIST10K_NUM_TRAIN:
-    raise app.UsageError(f"{FLAGS.mnist_dir} is not the MNIST-10k setting: {splits.note}")
-  bindings = _bindings(len(splits.train))
+    raise app.UsageError(f"unknown models {sorted(unknown)}; choose from {sorted(TABLE1)}")
+  seeds = [int(s) for s in FLAGS.seeds]
+  splits = lib.load_splits(FLAGS.mnist_dir)
   work = FLAGS.work_dir + ("_quick" if FLAGS.quick else "")
-  FLAGS.work_dir = work
-  os.makedirs(work, exist_ok=True)
-  stamp = os.path.join(work, "bindings.json")  # Resuming with other settings would mix runs.
-  if os.path.isfile(stamp):
-    with open(stamp) as f:
-      if json.load(f) != bindings:
-        raise app.UsageError(f"{work} holds runs made with other settings; delete it or pass "
-                             f"another --work_dir")
-  else:
-    with open(stamp, "w") as f:
-      json.dump(bindings, f)
+  lib.stamp_work_dir(work, dict(lr=FLAGS.learning_rate, k=k, num_generated=num_generated,
+                                max_examples=max_examples, epochs=epochs))
   clf_dir = os.path.join(work, "classifier")
-  clf = _classifier(clf_dir)
+  clf = lib.classifier(FLAGS.mnist_dir, clf_dir, epochs=1 if FLAGS.quick else 8)
   print(f"classifier: test accuracy {clf['test_accuracy']:.4f} ({clf['data']})", flush=True)
+
+  def run(name, seed, n_epochs, tag):
+    bindings = lib.protocol_bindings(FLAGS.mnist_dir, len(splits.train), n_epochs, seed,
+                                     FLAGS.learning_rate)
+    print(f"== {name} seed {seed}, {n_epochs} passes", flush=True)
+    return lib.run(TABLE1[name].gin_file, os.path.join(work, f"{name}_{tag}"), bindings,
+                   clf_dir, k, num_generated, max_examples)
+
   start = time.time()
-  results = {}
-  for name in FLAGS.models:
-    results[name] = _run(name, bindings, clf_dir)
-    print(evaluation.format_table(results[name]), flush=True)
-  total = time.time() - start
+  runs = {name: {} for name in FLAGS.models}
+  for seed in seeds:  # seed-major: a partial run already has complete seeds
+    for name in FLAGS.models:
+      runs[name][seed] = run(name, seed, epochs, f"seed{seed}")
+  long_runs = {}
+  if FLAGS.long_epochs:
+    for name in FLAGS.long_models:
+      long_runs[name] = {0: run(name, 0, FLAGS.long_epochs, f"{FLAGS.long_epochs}passes")}
   cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-              if l.startswith("model name")), platform.processor())
+              if l.startswith("model name")), "?")
   header = (f"MNIST-10k quality ({datetime.date.today().isoformat()}, {os.cpu_count()} x {cpu}, "
             f"TF {tf.__version__}; {'QUICK smoke run, not a result; ' if FLAGS.quick else ''}"
-            f"{FLAGS.epochs} epochs x {len(splits.train)} training images, batch {BATCH}, "
-            f"Adam lr {FLAGS.learning_rate}, evaluated at the early-stopping best checkpoint on "
-            f"{results[FLAGS.models[0]]['num_examples']} test images; classifier test accuracy "
-            f"{clf['test_accuracy']:.4f}; {FLAGS.num_generated} samples; total "
-            f"{total / 60:.1f} min)")
-  table = _table(results, header)
-  print("\n" + table)
+            f"{epochs} passes x {len(splits.train)} training images, batch {lib.BATCH}, Adam lr "
+            f"{FLAGS.learning_rate}, best checkpoint of early stopping, IWAE k = {k} on "
+            f"{max_examples or len(splits.test)} test images, {num_generated} samples, "
+            f"classifier test accuracy {clf['test_accuracy']:.4f}; mean ± standard error over "
+            f"seeds; {(time.time() - start) / 60:.1f} min this invocation)")
+  out = seed_table(runs, header)
+  if long_runs:
+    out += "\n\n" + seed_table(long_runs, f"Beyond the budget: {FLAGS.long_epochs} passes, "
+                                          f"seed 0 (not the MNIST-10k protocol's 20)")
+  print("\n" + out)
   os.makedirs(FLAGS.results_dir, exist_ok=True)
-  stem = "quality_mnist10k" + ("_quick" if FLAGS.quick else "")
-  with open(os.path.join(FLAGS.results_dir, stem + ".json"), "w") as f:
-    json.dump(dict(header=header, bindings=bindings, classifier=clf, results=results,
-                   total_seconds=total, paper_nll_full_mnist=PAPER_NLL), f, indent=2)
-  with open(os.path.join(FLAGS.results_dir, stem + ".md"), "w") as f:
-    f.write(table + "\n")
-  print(f"\nwrote {os.path.join(FLAGS.results_dir, stem)}.json/.md")
+  stem = os.path.join(FLAGS.results_dir, "quality_mnist10k" + ("_quick" if FLAGS.quick else ""))
+  with open(stem + ".json", "w") as f:
+    json.dump(dict(header=header, classifier=clf, seeds=seeds,
+                   runs={m: {str(s): v for s, v in r.items()} for m, r in runs.items()},
+                   long_runs={m: r[0] for m, r in long_runs.items()},
+                   long_epochs=FLAGS.long_epochs), f, indent=1)
+  with open(stem + ".md", "w") as f:
+    f.write(out + "\n")
+  print(f"\nwrote {stem}.json/.md")
 
 
 if __name__ == "__main__":

@@ -35,3 +35,32 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 _CPUS = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+def tiny_asvae(objective="asvae", kind="planar", dtype="float32", **kwargs):
+  """A built ASVAE on 4x4x1 images (D = 3, K = 2 flows, 8/6-unit networks) in `dtype`.
+
+  kwargs go to model.ASVAE (likelihood, ratio_estimator, ...). float64 is for exact
+  comparisons: the Keras dtype policy is set while building and restored after.
+  """
+  import gin  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  from asvae_tf import model as model_lib, networks  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  gin.bind_parameter("posterior.kind", kind)
+  gin.bind_parameter("posterior.num_flows", 2 if kind != "gaussian" else 0)
+  old = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(dtype)
+  try:
+    mdl = model_lib.ASVAE(
+        (4, 4, 1), latent_dim=3, objective=objective,
+        encoder=lambda name: networks.MLPEncoder(hidden_units=(8,), name=name),
+        decoder=lambda output_shape, name: networks.MLPDecoder(output_shape, hidden_units=(8,),
+                                                               name=name),
+        discriminator=lambda name: networks.JointDiscriminator((6,), (6,), (6,), name=name),
+        **kwargs)
+    mdl.build_all()
+  finally:
+    keras.config.set_dtype_policy(old)
+    gin.clear_config()
+  return mdl

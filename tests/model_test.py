@@ -2,34 +2,19 @@
 
 import math
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from asvae_tf import heads
 from asvae_tf import model as model_lib
-from asvae_tf import networks
+from conftest import tiny_asvae
 
 SEED = tf.constant([5, 6], tf.int32)
 
 
 def _model(objective, kind="planar", likelihood=heads.BernoulliLikelihood):
-  gin.clear_config()
-  gin.bind_parameter("posterior.kind", kind)
-  gin.bind_parameter("posterior.num_flows", 2 if kind != "gaussian" else 0)
-  try:
-    mdl = model_lib.ASVAE(
-        (4, 4, 1), latent_dim=3, objective=objective,
-        encoder=lambda name: networks.MLPEncoder(hidden_units=(8,), name=name),
-        decoder=lambda output_shape, name: networks.MLPDecoder(output_shape, hidden_units=(8,),
-                                                               name=name),
-        discriminator=lambda name: networks.JointDiscriminator((6,), (6,), (6,), name=name),
-        likelihood=likelihood)
-    mdl.build_all()
-  finally:
-    gin.clear_config()
-  return mdl
+  return tiny_asvae(objective, kind, likelihood=likelihood)
 
 
 def _x(b=4):

@@ -207,7 +207,11 @@ def test_every_gin_file_parses_and_builds(gin_file):
     "train.batch_size = 10", "train.seed = 1", "train.checkpoint_every = 5",
     "train.summary_every = 5", "train.max_bad_steps = 5", "train.max_rollbacks = 1",
     "train.rollback_lr_factor = 0.25", "train.inject_nan_at_steps = (3, 4)",
-    "train.inject_nan_passes = 1"])
+    "train.inject_nan_passes = 1", "model.ratio_estimator = 'explicit'",
+    "model.f2_estimator = 'joint'", "model.f1_residual_inputs = 'xz'",
+    "model.f2_marginal_samples = 4", "model.generator_pass_dropout = False", "model.r1_gamma = 1.0",
+    "train.adversarial_warmup_steps = 100", "train.early_stopping_metric = 'elbo'",
+    "model.f2_decoder_gradient = 'marginal'"])
 def test_public_gin_names_are_bindable(binding):
   gin.clear_config()
   try:
@@ -217,3 +221,56 @@ def test_public_gin_names_are_bindable(binding):
     assert gin.query_parameter(f"{scope}.{param}") == eval(value)  # pylint: disable=eval-used
   finally:
     gin.clear_config()
+
+
+# Issue 12: the ratio-estimator settings, the warm-up and early stopping on the ELBO.
+EXPLICIT_RUN = ["model.ratio_estimator = 'explicit'", "model.f1_residual_inputs = 'xz'",
+                "model.f2_marginal_samples = 2", "model.generator_pass_dropout = False",
+                "model.r1_gamma = 0.5", "discriminator/optimizer.beta_1 = 0.5",
+                "train.adversarial_warmup_steps = 3", "train.early_stopping_metric = 'elbo'",
+                "bernoulli_likelihood.reparameterization = 'straight_through_linear'",
+                "train.strategy = 'default'"]
+
+
+def test_explicit_estimator_resumes_bit_identically_and_logs_the_ratio_gap(tmp_path):
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  result = _train(straight, EXPLICIT_RUN + ["train.num_steps = 4"])
+  _train(resumed, EXPLICIT_RUN + ["train.num_steps = 2"])
+  assert _train(resumed, EXPLICIT_RUN + ["train.num_steps = 4"])["step"] == 4
+  a, b = _weights(straight), _weights(resumed)  # every variable of model and optimizers
+  assert a.keys() == b.keys() and any("/f2_z/" in k for k in a)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  train = result["train"]
+  np.testing.assert_allclose(train["ratio/gap"], train["ratio/f1_mean"] - train["ratio/kl_exact"],
+                             rtol=1e-5, atol=1e-5)
+  assert {"ratio/f2_mean", "ratio/f2_explicit", "discriminator/eq6_x_accuracy",
+          "discriminator/eq6_z_accuracy"} <= set(train)
+  tags = set()
+  for path in glob.glob(str(straight / "summaries" / "train" / "events.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"ratio/kl_exact", "ratio/f1_mean", "ratio/gap", "ratio/f2_mean"} <= tags, tags
+  # Early stopping on the validation -ELBO: best/ holds the step with the lowest one.
+  assert result["validation"]["early_stopping_metric"] == result["validation"]["neg_elbo"]
+
+
+def test_warmup_zero_weight_at_the_first_step_ignores_the_discriminators(tmp_path):
+  # With a long warm-up, the first step's weight is 1/W ~ 0: the AS-VAE-r generator step
+  # with a joint f1 is then (nearly) a pure reconstruction step, unlike without warm-up.
+  base = ["model.objective = 'asvae_r'", "train.strategy = 'default'", "train.num_steps = 1",
+          "train.checkpoint_every = 1"]
+  a = _train(tmp_path / "a", base + ["train.adversarial_warmup_steps = 1000000"])
+  b = _train(tmp_path / "b", base)
+  assert abs(a["train"]["ratio/f1_mean"]) < 1e-4 < abs(b["train"]["ratio/f1_mean"])
+
+
+@pytest.mark.parametrize("binding,needle", [
+    ("model.ratio_estimator = 'exact'", "model.ratio_estimator"),
+    ("model.r1_gamma = -1.0", "model.r1_gamma"),
+    ("train.early_stopping_metric = 'fid'", "train.early_stopping_metric"),
+    ("train.adversarial_warmup_steps = -5", "train.adversarial_warmup_steps"),
+    ("bernoulli_likelihood.reparameterization = 'linear'", "reparameterization")])
+def test_bad_estimator_config_is_a_config_error(tmp_path, binding, needle):
+  with pytest.raises(config.ConfigError, match=needle):
+    _train(tmp_path, ["train.strategy = 'default'", binding])

@@ -1,0 +1,112 @@
+"""The MNIST-10k protocol shared by bench/quality_mnist10k.py and bench/ablation_mnist10k.py.
+
+../shared/data/mnist/README.md: t10k images 0..7999 train (the last 1,000 are the
+early-stopping validation slice), 8000..9999 test (binarised once, sha256 checked by
+asvae_tf.data); D = 32, 784-500-500 / 32-500-500-784 MLPs, Bernoulli decoder, batch
+100, at most 20 passes over the 7,000 training images; -ELBO and IWAE (k = 1000) on
+the 2,000 test images at the best checkpoint; classifier FID / score of 10,000
+samples with the CNN of tools/train_classifier.py trained on images 0..7999.
+"""
+
+import json
+import math
+import os
+
+from absl import logging
+
+from asvae_tf import data
+from asvae_tf import experiments
+from asvae_tf import feature_nets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
+BATCH = 100
+
+
+def eval_settings(quick):
+  """(passes, IWAE k, generated samples, test images or None = all): the protocol's, or a
+  --quick smoke run's (1 pass, k = 50, 1,000 samples, 500 test images)."""
+  return (1, 50, 1000, 500) if quick else (20, 1000, 10000, None)
+
+
+def load_splits(mnist_dir):
+  """The MNIST-10k splits (sha256 of the test binarisation checked); ValueError otherwise."""
+  splits = data.load_splits(name="mnist", local_dir=mnist_dir)
+  if len(splits.train) + len(splits.validation) != data.MNIST10K_NUM_TRAIN:
+    raise ValueError(f"{mnist_dir} is not the MNIST-10k setting: {splits.note}")
+  return splits
+
+
+def protocol_bindings(mnist_dir, train_size, epochs, seed, learning_rate):
+  """Gin bindings of the protocol: data, budget (epochs x train_size / 100 steps), seed."""
+  steps_per_epoch = train_size // BATCH
+  return [
+      f"dataset.local_dir = '{mnist_dir}'",
+      "dataset.name = 'mnist'",
+      f"train.batch_size = {BATCH}",
+      f"train.num_steps = {epochs * steps_per_epoch}",
+      f"train.seed = {seed}",
+      "train.strategy = 'default'",
+      f"train.validate_every = {steps_per_epoch}",
+      f"train.summary_every = {steps_per_epoch}",
+      f"train.checkpoint_every = {steps_per_epoch * 5}",
+      f"train.image_every = {steps_per_epoch * 5}",
+      f"generator/optimizer.learning_rate = {learning_rate}",
+      f"discriminator/optimizer.learning_rate = {learning_rate}",
+  ]
+
+
+def classifier(mnist_dir, directory, epochs=8):
+  """Metadata of the MNIST classifier in `directory`, trained there first if missing."""
+  path = os.path.join(directory, feature_nets.CLASSIFIER_METADATA)
+  if os.path.isfile(path):
+    with open(path) as f:
+      return json.load(f)
+  logging.info("training the MNIST classifier on t10k images 0..7999")
+  return feature_nets.train_classifier(mnist_dir, directory, epochs=epochs, verbose=0)
+
+
+def stamp_work_dir(work_dir, settings):
+  """Refuses to mix runs: work_dir/settings.json must equal `settings` (written if new)."""
+  os.makedirs(work_dir, exist_ok=True)
+  stamp = os.path.join(work_dir, "settings.json")
+  if os.path.isfile(stamp):
+    with open(stamp) as f:
+      if json.load(f) != settings:
+        raise ValueError(f"{work_dir} holds runs made with other settings; delete it or pass "
+                         f"another --work_dir")
+  else:
+    with open(stamp, "w") as f:
+      json.dump(settings, f, indent=1)
+
+
+def run(gin_file, model_dir, bindings, classifier_dir, num_importance_samples, num_generated,
+        max_examples=None):
+  """Trains (or resumes) one model and evaluates its best checkpoint; the metrics dict.
+
+  A model_dir that already holds eval/metrics.json of a finished run is not rerun.
+  """
+  done = os.path.join(model_dir, "eval", "result.json")
+  if os.path.isfile(done):
+    with open(done) as f:
+      return json.load(f)
+  params = [f"evaluate.num_importance_samples = {num_importance_samples}",
+            f"evaluate.num_generated = {num_generated}",
+            f"evaluate.classifier_dir = '{classifier_dir}'"]
+  if max_examples:
+    params.append(f"evaluate.max_examples = {max_examples}")
+  metrics = experiments.train_and_evaluate(os.path.join(experiments.GIN_DIR, gin_file),
+                                           model_dir, bindings, params, checkpoint="best")
+  with open(done, "w") as f:
+    json.dump(metrics, f, indent=1)
+  return metrics
+
+
+def mean_se(values):
+  """(mean, standard error) of a list of numbers (se = 0 for one value)."""
+  n = len(values)
+  mean = sum(values) / n
+  if n < 2:
+    return mean, 0.0
+  var = sum((v - mean) ** 2 for v in values) / (n - 1)
+  return mean, math.sqrt(var / n)

@@ -1,0 +1,297 @@
+"""ratios.py and the 'explicit' estimator: exact explicit parts, the VAE identity, f1*
+on a linear-Gaussian model, path-only gradients, R1, the Bernoulli closed form."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+
+from asvae_tf import heads
+from asvae_tf import losses
+from asvae_tf import ratios
+from conftest import tiny_asvae
+
+SEED = tf.constant([3, 4], tf.int32)
+
+
+def _model(objective="asvae", kind="planar", dtype="float32", **kw):
+  return tiny_asvae(objective, kind, dtype, **kw)
+
+
+def _x(b=4, dtype=tf.float32):
+  return tf.cast(tf.random.stateless_uniform([b, 4, 4, 1], [1, 1]) < 0.5, dtype)
+
+
+def _zero_residual(net):
+  for v in net.logit.trainable_variables:
+    v.assign(tf.zeros_like(v))
+
+
+@pytest.mark.parametrize("kind", ["planar", "gaussian"])
+def test_explicit_part_is_log_q_minus_log_p_float64(kind):
+  """f1 with a zero residual = log q(z|x) - log p(z), q by the change of variables with an
+  autodiff Jacobian of eps -> z, p by scipy (float64)."""
+  mdl = _model(kind=kind, dtype="float64", ratio_estimator="explicit")
+  _zero_residual(mdl.f1)
+  x = _x(dtype=tf.float64)
+  eps = tf.random.stateless_normal([4, 3], [7, 7], dtype=tf.float64)
+  h = mdl.encoder(x)
+  with tf.GradientTape() as tape:
+    tape.watch(eps)
+    z, log_q = mdl.posterior.sample_and_log_prob(h, eps=eps)
+  _, logdet = tf.linalg.slogdet(tape.batch_jacobian(z, eps))
+  log_q_ref = stats.norm.logpdf(eps.numpy()).sum(-1) - logdet.numpy()
+  log_p_ref = stats.norm.logpdf(z.numpy()).sum(-1)
+  np.testing.assert_allclose(log_q.numpy(), log_q_ref, rtol=0, atol=1e-9)
+  f1 = mdl.f1_logit(x, z, log_q).numpy()
+  np.testing.assert_allclose(f1, log_q_ref - log_p_ref, rtol=0, atol=1e-9)
+  # At a z the encoder did NOT produce (a prior draw), through the flow's inverse.
+  zp = tf.random.stateless_normal([4, 3], [8, 8], dtype=tf.float64)
+  log_q_zp = mdl.posterior_log_prob(x, zp)
+  np.testing.assert_allclose(
+      mdl.f1_logit(x, zp, log_q_zp).numpy(),
+      log_q_zp.numpy() - stats.norm.logpdf(zp.numpy()).sum(-1), rtol=0, atol=1e-9)
+
+
+def _generator_grads(mdl, x, seed):
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(mdl.generator_loss(mdl.terms(x, seed, "generator", training=False)))
+  return tape.gradient(loss, mdl.generator_variables)
+
+
+@pytest.mark.parametrize("inputs,zero", [("x", False), ("xz", True)])
+def test_first_half_of_eq11_has_the_elbo_gradient_float64(inputs, zero):
+  """AS-VAE-r with an explicit f1: an x-only residual (any weights) or an (x, z) residual
+  at zero gives eq. (11)'s first half the negative ELBO's gradient in theta and phi."""
+  vae = _model("vae", dtype="float64")
+  r = _model("asvae_r", dtype="float64", ratio_estimator="explicit",
+             f1_residual_inputs=inputs)
+  for a, b in zip(r.generator_variables, vae.generator_variables):
+    a.assign(b)
+  if zero:
+    _zero_residual(r.f1)
+  x = _x(dtype=tf.float64)
+  g_vae = _generator_grads(vae, x, SEED)
+  g_r = _generator_grads(r, x, SEED)
+  assert len(g_vae) == len(g_r) and all(g is not None for g in g_r)
+  for a, b, v in zip(g_r, g_vae, vae.generator_variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-10, err_msg=v.path)
+  # Not vacuous: the joint estimator's gradient differs from the ELBO's.
+  joint = _model("asvae_r", dtype="float64")
+  for a, b in zip(joint.generator_variables, vae.generator_variables):
+    a.assign(b)
+  g_joint = _generator_grads(joint, x, SEED)
+  assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(g_joint, g_vae)) > 1e-3
+
+
+def test_xz_residual_z_gradient_reaches_the_encoder():
+  """A nonzero (x, z) residual moves phi (the bias an x-only residual avoids)."""
+  vae = _model("vae", dtype="float64")
+  r = _model("asvae_r", dtype="float64", ratio_estimator="explicit", f1_residual_inputs="xz")
+  for a, b in zip(r.generator_variables, vae.generator_variables):
+    a.assign(b)
+  x = _x(dtype=tf.float64)
+  diff = [float(tf.reduce_max(tf.abs(a - b))) for a, b in
+          zip(_generator_grads(r, x, SEED), _generator_grads(vae, x, SEED))]
+  assert max(diff) > 1e-6
+
+
+def _linear_gaussian_pairs(rng, n):
+  """x ~ q(x) = N(0, 4); q(z|x) = N(0.4 x, 0.5^2); p(z) = N(0, 1); p(x|z) = N(1.5 z, 1).
+
+  Returns real pairs (x, z ~ q(z|x)), fake pairs (x' ~ p(x|z'), z ~ p(z)), and f1* at
+  the real and fake pairs: log q(z|x) + log q(x) - log p(x) - log p(z), p(x) = N(0, 3.25).
+  """
+  x = rng.normal(0, 2.0, n)
+  zq = 0.4 * x + 0.5 * rng.normal(size=n)
+  zp, zp2 = rng.normal(size=n), rng.normal(size=n)
+  xp = 1.5 * zp2 + rng.normal(size=n)
+
+  def f1_star(a, c):
+    return (stats.norm.logpdf(c, 0.4 * a, 0.5) + stats.norm.logpdf(a, 0, 2.0)
+            - stats.norm.logpdf(a, 0, math.sqrt(3.25)) - stats.norm.logpdf(c))
+
+  def explicit(a, c):
+    return stats.norm.logpdf(c, 0.4 * a, 0.5) - stats.norm.logpdf(c)
+
+  return (x, zq), (xp, zp), f1_star, explicit
+
+
+def _fit_eq5(net_inputs, offset_fn, real, fake, steps=1500):
+  """Trains logit = offset + MLP(inputs) by eq. (5); returns the logit function."""
+  width = len(net_inputs(real[0][:1], real[1][:1]))
+  mlp = keras.Sequential([keras.Input((width,)), keras.layers.Dense(32, activation="tanh"),
+                          keras.layers.Dense(32, activation="tanh"), keras.layers.Dense(1)])
+  opt = keras.optimizers.Adam(3e-3)
+
+  def logit(a, c):
+    inp = tf.constant(np.stack(net_inputs(a, c), -1), tf.float32)
+    return tf.constant(offset_fn(a, c), tf.float32) + tf.squeeze(mlp(inp), -1)
+
+  def prepared(pairs):
+    return (tf.constant(np.stack(net_inputs(*pairs), -1), tf.float32),
+            tf.constant(offset_fn(*pairs), tf.float32))
+
+  (real_in, real_off), (fake_in, fake_off) = prepared(real), prepared(fake)
+
+  @tf.function
+  def step(i):
+    with tf.GradientTape() as tape:
+      f_real = tf.gather(real_off, i) + tf.squeeze(mlp(tf.gather(real_in, i)), -1)
+      f_fake = tf.gather(fake_off, i) + tf.squeeze(mlp(tf.gather(fake_in, i)), -1)
+      loss = tf.reduce_mean(losses.discriminator_eq5(f_real, f_fake))
+    grads = tape.gradient(loss, mlp.trainable_variables)
+    opt.apply_gradients(zip(grads, mlp.trainable_variables))
+
+  rng = np.random.RandomState(1)
+  for _ in range(steps):
+    step(tf.constant(rng.randint(0, len(real[0]), 256)))
+  return logit
+
+
+def test_explicit_f1_approaches_the_optimum_on_a_linear_gaussian_model():
+  """Eq. (5) with the explicit part recovers f1* on held-out pairs to 0.25 nats RMS; the
+  joint network of (x, z), trained the same way, is measured beside it (and is worse)."""
+  keras.utils.set_random_seed(0)
+  rng = np.random.RandomState(0)
+  real, fake, f1_star, explicit = _linear_gaussian_pairs(rng, 20000)
+  (hx, hz), (hxp, hzp), _, _ = _linear_gaussian_pairs(np.random.RandomState(9), 2000)
+  held_x, held_z = np.concatenate([hx, hxp]), np.concatenate([hz, hzp])
+  target = f1_star(held_x, held_z)
+
+  exp_logit = _fit_eq5(lambda a, c: [a / 2.0], explicit, real, fake)
+  joint_logit = _fit_eq5(lambda a, c: [a / 2.0, c], lambda a, c: np.zeros_like(a), real, fake)
+  rms = lambda f: float(np.sqrt(np.mean((f(held_x, held_z).numpy() - target) ** 2)))  # noqa: E731
+  rms_explicit, rms_joint = rms(exp_logit), rms(joint_logit)
+  print(f"f1 RMS error on held-out pairs: explicit {rms_explicit:.3f}, joint {rms_joint:.3f} "
+        f"(f1* spread {target.std():.2f})")
+  assert rms_explicit < 0.25
+  assert rms_explicit < rms_joint
+
+
+def test_path_only_moves_upstream_but_not_the_function_weights():
+  w = tf.Variable(3.0, dtype=tf.float64)
+  theta = tf.Variable(2.0, dtype=tf.float64)
+  u = tf.constant([[1.0, -1.0]], tf.float64)
+  with tf.GradientTape(persistent=True) as tape:
+    x = theta * u
+    y = ratios.path_only(lambda a: w * tf.reduce_sum(a ** 2, axis=1), x)
+  np.testing.assert_allclose(y.numpy(), [3.0 * 8.0])
+  # d/dtheta of w * sum((theta u)^2) with w fixed: 2 w theta sum(u^2) = 24.
+  np.testing.assert_allclose(tape.gradient(y, theta).numpy(), 24.0)
+  assert tape.gradient(y, w) is None
+
+
+def test_r1_norm_of_a_linear_function():
+  a = tf.constant([[1.0, 2.0], [3.0, 4.0]], tf.float64)
+  c = tf.constant([[0.5], [1.5]], tf.float64)
+  w1, w2 = tf.constant([[2.0], [-1.0]], tf.float64), tf.constant([[3.0]], tf.float64)
+  y, sq = ratios.logit_and_input_grad_sq(
+      lambda p, q: tf.squeeze(p @ w1 + (q ** 2) @ w2, -1), [a, c])
+  np.testing.assert_allclose(y.numpy(), [0.0 + 0.75, 2.0 + 6.75])
+  # ||(2, -1)||^2 + (3 * 2 q)^2
+  np.testing.assert_allclose(sq.numpy(), [5.0 + 9.0, 5.0 + 81.0])
+
+
+def test_log_marginal_estimate_is_the_iwae_bound():
+  mdl = _model("asvae", dtype="float64", ratio_estimator="explicit")
+  x = _x(dtype=tf.float64)
+  for k in (1, 5):
+    got = ratios.log_marginal_estimate(mdl, x, SEED, k).numpy()
+    want = mdl.importance_bounds(x, k, tf.constant([0, 0]), chunk_size=k)[0]
+    # Same estimator, other draws: compare the means over many images instead of rows.
+    assert got.shape == (4,) and np.all(np.isfinite(got))
+    del want
+  xs = tf.tile(x, [200, 1, 1, 1])
+  lo = float(tf.reduce_mean(ratios.log_marginal_estimate(mdl, xs, SEED, 1)))
+  hi = float(tf.reduce_mean(ratios.log_marginal_estimate(mdl, xs, SEED, 50)))
+  ref = float(tf.reduce_mean(mdl.importance_bounds(x, 5000, SEED, chunk_size=500)[0]))
+  assert lo < hi <= ref + 0.05  # a lower bound that tightens with k
+
+
+def test_linear_straight_through_gradient_does_not_vanish_when_saturated():
+  logits = tf.constant([-40.0, -8.0, 0.0, 8.0, 40.0], tf.float32)[None, :, None, None]
+  u = tf.fill(tf.shape(logits), 0.3)
+  for reparam, saturated_grad in (("straight_through", 0.0),
+                                  ("straight_through_linear", 1 / (4 * 0.5))):
+    head = heads.BernoulliLikelihood(reparam, temperature=0.5)
+    with tf.GradientTape() as tape:
+      tape.watch(logits)
+      x = head.rsample(logits, noise=u)
+      total = tf.reduce_sum(x)
+    g = tape.gradient(total, logits).numpy().ravel()
+    np.testing.assert_array_equal(x.numpy().ravel(), [0, 0, 0, 1, 1])  # u = 0.3: l > 0.847
+    np.testing.assert_allclose(g[[0, 4]], saturated_grad, atol=1e-12)
+
+
+def test_explicit_f2_terms_and_gradient_routing():
+  mdl = _model("asvae", ratio_estimator="explicit", r1_gamma=1.0)
+  x = _x()
+  t = mdl.terms(x, SEED, "generator", training=False)
+  assert t.f2_explicit is not None and t.f2_real.shape == (4,)
+  d = mdl.terms(x, SEED, "discriminator", training=False)
+  for f in ("f2x_real", "f2x_fake", "f2z_real", "f2z_fake", "r1"):
+    assert getattr(d, f).shape == (4,), f
+  assert d.f2_fake is None
+  # eq. (6) on the marginals + eq. (5) + R1.
+  want = (losses.discriminator_eq5(d.f1_real, d.f1_fake)
+          + losses.discriminator_eq6_marginals(d.f2x_real, d.f2x_fake, d.f2z_real, d.f2z_fake)
+          + 0.5 * d.r1)
+  np.testing.assert_allclose(mdl.discriminator_loss(d).numpy(), want.numpy(), rtol=1e-6)
+  # The discriminator loss moves psi only; the generator loss moves theta, phi only.
+  with tf.GradientTape(persistent=True) as tape:
+    g_loss = tf.reduce_sum(mdl.generator_loss(mdl.terms(x, SEED, "generator")))
+    d_loss = tf.reduce_sum(mdl.discriminator_loss(mdl.terms(x, SEED, "discriminator")))
+  assert all(g is None for g in tape.gradient(d_loss, mdl.generator_variables))
+  assert all(g is not None for g in tape.gradient(d_loss, mdl.discriminator_variables))
+  assert all(g is not None for g in tape.gradient(g_loss, mdl.generator_variables))
+
+
+def test_adversarial_weight_scales_only_the_learned_terms():
+  mdl = _model("asvae", ratio_estimator="explicit", generator_pass_dropout=False)
+  x = _x()
+  t0 = mdl.terms(x, SEED, "generator", adversarial_weight=0.0)
+  t1 = mdl.terms(x, SEED, "generator", adversarial_weight=1.0)
+  np.testing.assert_allclose(t0.f1_real.numpy(), (t0.log_qzq - t0.log_pzq).numpy(), rtol=1e-6)
+  np.testing.assert_allclose(t0.f2_real.numpy(), t0.f2_explicit.numpy(), rtol=1e-6)
+  residual = mdl.f2_residual(t1.xp, t1.zp)
+  np.testing.assert_allclose(t1.f2_real.numpy(), (t1.f2_explicit + residual).numpy(),
+                             rtol=1e-5, atol=1e-5)
+  joint = _model("asvae", generator_pass_dropout=False)
+  assert not np.any(joint.terms(x, SEED, "generator", adversarial_weight=0.0).f1_real.numpy())
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(ratio_estimator="exact"), "model.ratio_estimator"),
+    (dict(f2_estimator="mine"), "model.f2_estimator"),
+    (dict(f1_residual_inputs="z"), "model.f1_residual_inputs"),
+    (dict(f2_marginal_samples=0), "model.f2_marginal_samples"),
+    (dict(r1_gamma=-1.0), "model.r1_gamma"),
+    (dict(f2_decoder_gradient="none"), "model.f2_decoder_gradient")])
+def test_bad_estimator_settings_are_clear_errors(kw, needle):
+  with pytest.raises(ratios.SettingError, match=needle):
+    _model("asvae", **kw)
+
+
+@pytest.mark.parametrize("mode,decoder_moved_by_sleep", [
+    ("exact", True), ("marginal", False), ("marginal_infomax", True)])
+def test_decoder_gradient_modes_route_the_sleep_term(mode, decoder_moved_by_sleep):
+  """'marginal': the sleep term -log q(z|x') trains phi only, so theta's gradient of the
+  AS-VAE-g loss is f2's; the other modes also move theta through the sleep term."""
+  mdl = _model("asvae_g", ratio_estimator="explicit", f2_decoder_gradient=mode,
+               generator_pass_dropout=False)
+  x = _x()
+  with tf.GradientTape(persistent=True) as tape:
+    t = mdl.terms(x, SEED, "generator", training=False)
+    loss = tf.reduce_sum(mdl.generator_loss(t))
+    f2 = tf.reduce_sum(t.f2_real)
+  dec = mdl.decoder.trainable_variables
+  diff = max(float(tf.reduce_max(tf.abs(a - b)))
+             for a, b in zip(tape.gradient(loss, dec), tape.gradient(f2, dec)))
+  assert (diff > 1e-6) == decoder_moved_by_sleep, diff
+  # phi always learns from the sleep term.
+  assert all(g is not None for g in tape.gradient(loss, mdl.encoder.trainable_variables))
+  assert (mode == "exact") == bool(np.any(t.f2_explicit.numpy()))
