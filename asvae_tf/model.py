@@ -95,9 +95,15 @@ class ASVAE(keras.Model):
     f2_decoder_gradient: how an explicit f2 and the sleep term -log q_phi(z|x') of
       eq. (11) move the decoder theta (see `ratios.DECODER_GRADIENTS`): "exact",
       "marginal" or "marginal_infomax".
-    r1_gamma: weight of the R1 penalty gamma/2 E||grad_input f||^2 on real inputs:
-      on the residual networks of explicit estimators, on the whole joint network
-      otherwise (a negative control for f1: it caps f1's slope in z).
+    r1_gamma: weight of the R1 penalty gamma/2 E||grad_input f||^2: for a joint f1 / f2
+      at the label-1 pairs of eq. (5) / (6) ((x, z ~ q(z|x)) / (x', z ~ p(z))), for an
+      explicit f1 at the residual's inputs of the data pairs, for an explicit f2 on D
+      at the data x (h is not penalised). On a joint f1 it caps f1's slope in z (a
+      negative control).
+
+  The explicit parts assume the encoder and decoder are evaluated consistently: the
+  shipped configs use no encoder / decoder dropout (with dropout, log q(z|x) of the
+  data pairs is taken with it and the fake pairs' without).
 
   Built from gin through `build_model` (gin name `model`).
   """
@@ -134,7 +140,11 @@ class ASVAE(keras.Model):
     self.f2_marginal_samples = int(f2_marginal_samples)
     self.generator_pass_dropout = bool(generator_pass_dropout)
     self.r1_gamma = float(r1_gamma)
-    self.f2_decoder_gradient = f2_decoder_gradient if self.f2_explicit else "exact"
+    if f2_decoder_gradient != "exact" and not self.f2_explicit:
+      raise ratios.SettingError(
+          f"model.f2_decoder_gradient={f2_decoder_gradient!r} needs an explicit f2 "
+          f"(model.ratio_estimator / model.f2_estimator = 'explicit'); a joint f2 uses 'exact'")
+    self.f2_decoder_gradient = f2_decoder_gradient
     self.likelihood = likelihood()
     h, w, c = self.image_shape
     self.encoder = encoder(name="encoder")
@@ -172,6 +182,29 @@ class ASVAE(keras.Model):
     out = self.f1.trainable_variables + self.f2.trainable_variables
     if self.f2_explicit:
       out += self.f2_z.trainable_variables
+    return out
+
+  @property
+  def idle_variables(self):
+    """Discriminator weights that never train: the first kernel of each input path that an
+    explicit estimator's residual holds at 0 (f1's z path for an x-only residual, D's z
+    path, h's x path). Their inputs are 0, so their gradient is exactly 0; the path then
+    adds a learned constant through its bias. Listed so that checks of "every weight
+    trained" can skip them (a residual network without the unused path would not have
+    them; the configured joint network is reused to keep one set of architectures)."""
+    if not self.has_discriminators:
+      return []
+    paths = []
+    if self.f1_explicit and self.f1_residual_inputs == "x":
+      paths.append(getattr(self.f1, "z_path", None))
+    if self.f2_explicit:
+      paths += [getattr(self.f2, "z_path", None), getattr(self.f2_z, "x_path", None)]
+    out = []
+    for path in paths:
+      first = getattr(getattr(path, "convs", path), "conv_0", None) or getattr(
+          path, "dense_0", None)
+      if first is not None and first.built:
+        out.append(first.kernel)
     return out
 
   def encode(self, x, seed, training=False):

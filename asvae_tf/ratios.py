@@ -16,6 +16,12 @@ f1 (eq. 5). With q(x, z) = q(x) q_phi(z|x):
   (x, z) ('xz': a superset family, whose z-gradient is estimator bias the encoder
   feels). Trained by eq. (5) unchanged, with the explicit part a fixed offset (no
   gradient to psi1); the family contains f1*, so Proposition 1 still holds.
+  Caveat, measured: eq. (5)'s real and fake pairs are already separated by tens of
+  nats by the explicit part, so the logistic loss is saturated and r1 gets almost no
+  gradient: it stays near its initial value (|E f1 - KL| < 1 nat in the ablation)
+  instead of learning log q(x) - log p_theta(x) (= -D* of f2 below; sharing D would
+  fix that). With an x-only residual this moves no gradient of theta or phi; an
+  (x, z) residual's near-random z-gradient is noise the encoder feels.
   In the first half of eq. (11) the explicit part keeps its gradient to phi:
       f1(x, z_phi) - log p_theta(x|z_phi)
         = log q_phi(z_phi|x) - log p(z_phi) - log p_theta(x|z_phi) + r1(x),

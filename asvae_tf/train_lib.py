@@ -443,6 +443,25 @@ _SHOWN_RATIOS = ("ratio/kl_exact", "ratio/f1_mean", "ratio/f2_mean")
 EARLY_STOPPING_METRICS = ("recon", "elbo")
 
 
+def _check_same_early_stopping_metric(model_dir, metric):
+  """The checkpointed best validation value is in the units of the run's early-stopping
+  metric (recon ~0.05, -ELBO ~100 nats): resuming with the other metric would compare the
+  two. ConfigError if model_dir/operative_config.gin names another one."""
+  path = os.path.join(model_dir, "operative_config.gin")
+  if not os.path.isfile(path):
+    return
+  previous = "recon"
+  with open(path) as f:
+    for line in f:
+      if line.startswith("train.early_stopping_metric"):
+        previous = line.split("=", 1)[1].strip().strip("'\"")
+  if previous != metric:
+    raise config.ConfigError(
+        f"{model_dir} was trained with train.early_stopping_metric={previous!r}; resuming with "
+        f"{metric!r} would compare its best value in other units: keep {previous!r} or train "
+        f"into a new --model_dir")
+
+
 def _set_learning_rates(trainer, configured, factor):
   """Learning rates = the gin-configured ones x factor^rollbacks (after a restore).
 
@@ -582,6 +601,7 @@ def train(model_dir,
   latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
   configured_rates = [float(opt.learning_rate.numpy()) for opt in (trainer.g_opt, trainer.d_opt)]
   if latest:
+    _check_same_early_stopping_metric(model_dir, early_stopping_metric)
     _restore(ckpt, latest, trainer)
     _set_learning_rates(trainer, configured_rates, rollback_lr_factor)
     logging.info("resumed from %s at step %d", latest, int(trainer.step.numpy()))

@@ -188,8 +188,9 @@ def main(argv):
             f"{'QUICK smoke run, not a result; ' if FLAGS.quick else ''}{epochs} epochs, "
             f"batch {lib.BATCH}, Adam lr {FLAGS.learning_rate}, seed {FLAGS.seed}, IWAE k = {k} "
             f"on {results[FLAGS.rows[0]]['num_examples']} test images, {num_generated} samples, "
-            f"classifier test accuracy {clf['test_accuracy']:.4f}; "
-            f"{(time.time() - start) / 60:.1f} min this invocation)")
+            f"classifier test accuracy {clf['test_accuracy']:.4f}; the min column is each row's "
+            f"train + eval wall time, with up to 5 rows sharing the 2 cores; "
+            f"{(time.time() - start) / 60:.1f} min this invocation, finished rows reused)")
   out = table(results, header)
   print("\n" + out)
   os.makedirs(FLAGS.results_dir, exist_ok=True)

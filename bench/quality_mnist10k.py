@@ -53,24 +53,34 @@ FLAGS = flags.FLAGS
 COLUMNS = (("neg_elbo", "-ELBO"), ("iwae_nll", "IWAE NLL"), ("classifier_fid", "classifier FID"),
            ("classifier_score", "classifier score"), ("kl_exact", "exact KL"),
            ("ratio_gap", "ratio gap"))
-PAIRED = ("iwae_nll", "classifier_fid", "classifier_score", "kl_exact")
+# Same-seed comparisons with the VAE: (header, (metric, f(model, vae))).
+PAIRED = (("IWAE - VAE", ("iwae_nll", lambda a, b: a - b)),
+          ("FID / VAE's", ("classifier_fid", lambda a, b: a / b)),
+          ("score - VAE", ("classifier_score", lambda a, b: a - b)),
+          ("KL / VAE's", ("kl_exact", lambda a, b: a / b)))
 
 
-def estimator_of(gin_file):
-  """'joint' / 'explicit' f1 and f2 of a gin file's defaults (what the table reports)."""
+def estimator_of(name):
+  """Which ratio estimators model `name`'s gin file uses by default (shown in the table)."""
+  if name == "vae":
+    return "none"
+
+  def bound(key, default):
+    try:
+      return gin.query_parameter(key)
+    except ValueError:  # not bound in the file: the code's default
+      return default
+
   gin.clear_config()
   try:
-    config.parse([os.path.join(experiments.GIN_DIR, gin_file)], [])
-    f1 = gin.query_parameter("model.ratio_estimator")
-    try:
-      f2 = gin.query_parameter("model.f2_estimator") or f1
-    except ValueError:
-      f2 = f1
-  except ValueError:
-    f1 = f2 = "joint"
+    config.parse([os.path.join(experiments.GIN_DIR, TABLE1[name].gin_file)], [])
+    f1 = bound("model.ratio_estimator", "joint")
+    f2 = bound("model.f2_estimator", None) or f1
+    if f2 == "explicit":
+      f2 += f" ({bound('model.f2_decoder_gradient', 'exact')})"
   finally:
     gin.clear_config()
-  return f"f1 {f1}, f2 {f2}"
+  return {"asvae_r": f"f1 {f1}", "asvae_g": f"f2 {f2}"}.get(name, f"f1 {f1}, f2 {f2}")
 
 
 def _cell(values, spec=".2f"):
@@ -85,19 +95,17 @@ def seed_table(runs, header):
   """runs: {model: {seed: metrics}} -> markdown (mean ± se over seeds; paired vs VAE)."""
   lines = [header, "",
            "| model | ratio estimators | paper NLL (full MNIST) | seeds | "
-           + " | ".join(h for _, h in COLUMNS) + " | IWAE - VAE (paired) | FID - VAE (paired) |",
-           "|---" * (len(COLUMNS) + 6) + "|"]
+           + " | ".join(h for _, h in COLUMNS) + " | " + " | ".join(h for h, _ in PAIRED) + " |",
+           "|---" * (len(COLUMNS) + len(PAIRED) + 4) + "|"]
   vae = runs.get("vae", {})
   for name, by_seed in runs.items():
     seeds = sorted(by_seed)
     cells = [_cell([by_seed[s].get(k) for s in seeds]) for k, _ in COLUMNS]
-    paired = []
-    for key in ("iwae_nll", "classifier_fid"):
-      common = [s for s in seeds if s in vae]
-      paired.append(_cell([by_seed[s][key] - vae[s][key] for s in common])
-                    if name != "vae" and common and key in by_seed[seeds[0]] else "-")
-    estimators = "none" if name == "vae" else estimator_of(TABLE1[name].gin_file)
-    lines.append(f"| {TABLE1[name].label} | {estimators} "
+    common = [s for s in seeds if s in vae]
+    paired = [_cell([fn(by_seed[s][key], vae[s][key]) for s in common])
+              if name != "vae" and common and key in by_seed[seeds[0]] else "-"
+              for _, (key, fn) in PAIRED]
+    lines.append(f"| {TABLE1[name].label} | {estimator_of(name)} "
                  f"| {TABLE1[name].paper['neg_elbo']} | {','.join(map(str, seeds))} | "
                  + " | ".join(cells + paired) + " |")
   return "\n".join(lines)
@@ -143,7 +151,7 @@ def main(argv):
             f"{FLAGS.learning_rate}, best checkpoint of early stopping, IWAE k = {k} on "
             f"{max_examples or len(splits.test)} test images, {num_generated} samples, "
             f"classifier test accuracy {clf['test_accuracy']:.4f}; mean ± standard error over "
-            f"seeds; {(time.time() - start) / 60:.1f} min this invocation)")
+            f"seeds; {(time.time() - start) / 60:.1f} min this invocation, finished runs reused)")
   out = seed_table(runs, header)
   if long_runs:
     out += "\n\n" + seed_table(long_runs, f"Beyond the budget: {FLAGS.long_epochs} passes, "

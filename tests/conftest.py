@@ -64,3 +64,20 @@ def tiny_asvae(objective="asvae", kind="planar", dtype="float32", **kwargs):
     keras.config.set_dtype_policy(old)
     gin.clear_config()
   return mdl
+
+
+def idle_checkpoint_keys(gin_files, bindings, image_shape=(28, 28, 1)):
+  """Checkpoint keys of the model's `idle_variables` (weights that never train by
+  construction) for the model the gin files + bindings configure."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from asvae_tf import config, model as model_lib  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  config.parse(list(gin_files), list(bindings))
+  try:
+    mdl = model_lib.build_model(image_shape=image_shape)
+    mdl.build_all()
+  finally:
+    gin.clear_config()
+  idle = {id(v) for v in mdl.idle_variables}
+  return {f"discriminator_optimizer/_trainable_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"
+          for i, v in enumerate(mdl.discriminator_variables) if id(v) in idle}

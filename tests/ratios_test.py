@@ -270,7 +270,8 @@ def test_adversarial_weight_scales_only_the_learned_terms():
     (dict(f1_residual_inputs="z"), "model.f1_residual_inputs"),
     (dict(f2_marginal_samples=0), "model.f2_marginal_samples"),
     (dict(r1_gamma=-1.0), "model.r1_gamma"),
-    (dict(f2_decoder_gradient="none"), "model.f2_decoder_gradient")])
+    (dict(f2_decoder_gradient="none"), "model.f2_decoder_gradient"),
+    (dict(f2_decoder_gradient="marginal"), "needs an explicit f2")])
 def test_bad_estimator_settings_are_clear_errors(kw, needle):
   with pytest.raises(ratios.SettingError, match=needle):
     _model("asvae", **kw)
@@ -295,3 +296,16 @@ def test_decoder_gradient_modes_route_the_sleep_term(mode, decoder_moved_by_slee
   # phi always learns from the sleep term.
   assert all(g is not None for g in tape.gradient(loss, mdl.encoder.trainable_variables))
   assert (mode == "exact") == bool(np.any(t.f2_explicit.numpy()))
+
+
+def test_idle_variables_are_exactly_the_zero_fed_first_kernels():
+  mdl = _model("asvae", ratio_estimator="explicit")
+  x = _x()
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(mdl.discriminator_loss(mdl.terms(x, SEED, "discriminator")))
+  grads = tape.gradient(loss, mdl.discriminator_variables)
+  idle = {id(v) for v in mdl.idle_variables}
+  assert len(idle) == 3
+  for v, g in zip(mdl.discriminator_variables, grads):
+    assert (id(v) in idle) == (g is None or not np.any(g.numpy())), v.path
+  assert not _model("asvae").idle_variables  # joint networks see both inputs
