@@ -305,19 +305,13 @@ class Trainer:
       hit = tf.logical_and(hit, self.rollbacks < self.inject_nan_passes)
     return tf.where(hit, tf.constant(np.nan, tf.float32), tf.constant(1.0))
 
-  def _adversarial_weight(self, step):
-    """Warm-up weight of the learned ratio terms in eq. (11): min(1, (step + 1) / W)."""
-    if self.adversarial_warmup_steps <= 0:
-      return tf.constant(1.0)
-    return tf.minimum(1.0, tf.cast(step + 1, tf.float32) / self.adversarial_warmup_steps)
-
   def _replica_step(self, x, step):
     # MultiWorkerMirroredStrategy's distributed datasets lose the static batch size.
     per_replica = self.global_batch_size // self.strategy.num_replicas_in_sync
     x = tf.ensure_shape(x, [per_replica] + list(self.model.image_shape))
     seed = noise.step_seed(self.seed, step)
     poison = self._poison(step)
-    weight = self._adversarial_weight(step)
+    weight = adversarial_weight(step, self.adversarial_warmup_steps)
     metrics, ok = {}, tf.constant(True)
     for k in range(self.disc_steps):
       grads, metrics, finite = self._grad_fns["discriminator"](
@@ -360,6 +354,14 @@ class Trainer:
       good += tf.cast(ok, tf.int32)
       done += 1
     return sums, good, done
+
+
+def adversarial_weight(step, warmup_steps):
+  """Warm-up weight of the learned ratio terms of eq. (11) in the step that ends at global
+  step step + 1: min(1, (step + 1) / warmup_steps), or 1 without warm-up (float32 scalar)."""
+  if warmup_steps <= 0:
+    return tf.constant(1.0)
+  return tf.minimum(1.0, tf.cast(step + 1, tf.float32) / warmup_steps)
 
 
 def _metrics(terms, mode, loss, global_batch_size):

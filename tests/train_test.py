@@ -232,7 +232,7 @@ EXPLICIT_RUN = ["model.ratio_estimator = 'explicit'", "model.f1_residual_inputs 
                 "model.r1_gamma = 0.5", "discriminator/optimizer.beta_1 = 0.5",
                 "train.adversarial_warmup_steps = 3", "train.early_stopping_metric = 'elbo'",
                 "bernoulli_likelihood.reparameterization = 'straight_through_linear'",
-                "train.strategy = 'default'"]
+                "train.strategy = 'default'", "train.image_every = 0"]
 
 
 def test_explicit_estimator_resumes_bit_identically_and_logs_the_ratio_gap(tmp_path):
@@ -256,17 +256,16 @@ def test_explicit_estimator_resumes_bit_identically_and_logs_the_ratio_gap(tmp_p
   assert {"ratio/kl_exact", "ratio/f1_mean", "ratio/gap", "ratio/f2_mean"} <= tags, tags
   # Early stopping on the validation -ELBO: best/ holds the step with the lowest one.
   assert result["validation"]["early_stopping_metric"] == result["validation"]["neg_elbo"]
+  # Its best value is in nats: resuming with the recon metric (other units) is refused.
+  with pytest.raises(config.ConfigError, match="early_stopping_metric"):
+    _train(resumed, EXPLICIT_RUN + ["train.num_steps = 6", "train.early_stopping_metric = 'recon'"])
 
 
-def test_warmup_zero_weight_at_the_first_step_ignores_the_discriminators(tmp_path):
-  # With a long warm-up, the first step's weight is 1/W ~ 0: the AS-VAE-r generator step
-  # with a joint f1 is then (nearly) a pure reconstruction step, unlike without warm-up.
-  base = ["model.objective = 'asvae_r'", "model.ratio_estimator = 'joint'",
-          "model.f2_decoder_gradient = 'exact'", "train.strategy = 'default'",
-          "train.num_steps = 1", "train.checkpoint_every = 1"]
-  a = _train(tmp_path / "a", base + ["train.adversarial_warmup_steps = 1000000"])
-  b = _train(tmp_path / "b", base)
-  assert abs(a["train"]["ratio/f1_mean"]) < 1e-4 < abs(b["train"]["ratio/f1_mean"])
+def test_adversarial_warmup_weight_ramps_to_one():
+  # The model side (weight 0 leaves only the exact parts) is tests/ratios_test.py's.
+  w = [float(train_lib.adversarial_weight(tf.constant(s, tf.int64), 4)) for s in range(6)]
+  np.testing.assert_allclose(w, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+  assert float(train_lib.adversarial_weight(tf.constant(0, tf.int64), 0)) == 1.0
 
 
 @pytest.mark.parametrize("binding,needle", [
@@ -278,11 +277,3 @@ def test_warmup_zero_weight_at_the_first_step_ignores_the_discriminators(tmp_pat
 def test_bad_estimator_config_is_a_config_error(tmp_path, binding, needle):
   with pytest.raises(config.ConfigError, match=needle):
     _train(tmp_path, ["train.strategy = 'default'", binding])
-
-
-def test_resume_with_another_early_stopping_metric_is_refused(tmp_path):
-  base = ["model.objective = 'vae'", "train.strategy = 'default'"]
-  _train(tmp_path, base + ["train.num_steps = 1"])
-  with pytest.raises(config.ConfigError, match="early_stopping_metric"):
-    _train(tmp_path, base + ["train.num_steps = 2", "train.early_stopping_metric = 'elbo'"])
-  assert _train(tmp_path, base + ["train.num_steps = 2"])["step"] == 2
