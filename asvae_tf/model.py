@@ -265,7 +265,7 @@ class ASVAE(keras.Model):
     x' only (`ratios.path_only`). Both of its terms use that same estimator: when
     q_phi(.|x') is sharp their path gradients nearly cancel, sample by sample (E2 is
     the decoder's pointwise mutual information). Replacing only the first by a
-    closed-form expectation breaks that cancellation: with a straight-through
+    closed-form expectation breaks that cancellation: with the linear straight-through
     Bernoulli sample the uncancelled -d log p^(x')/dx' then feeds the decoder's logits
     back into themselves and they diverge (measured: AS-VAE-g's -ELBO reached 1e7
     nats within 200 steps).
