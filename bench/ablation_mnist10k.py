@@ -132,7 +132,16 @@ flags.DEFINE_string("work_dir", os.path.join(lib.ROOT, "runs", "ablation_mnist10
                     "Model dirs and the classifier go here (finished rows are reused).")
 flags.DEFINE_string("results_dir", os.path.join(lib.ROOT, "bench", "results"),
                     "Where ablation_mnist10k.json / .md are written.")
-flags.DEFINE_list("rows", list(ROWS), "Rows to run, in this order.")
+# The table's order: baselines, the f1 half, the f2 half, the chosen config, AS-VAE-g.
+ORDER = ["vae", "vae_gan_adam", "asvae_r_joint", "asvae_r_explicit", "asvae_r_explicit_xz",
+         "asvae_joint", "asvae_joint_r1", "asvae_explicit", "asvae_hygiene", "asvae_explicit_f2",
+         "asvae_f2_k8", "asvae_warmup", "asvae_st_linear", "asvae_f2_no_mi", "asvae_f2_marginal",
+         "asvae_marginal_gan_adam", "asvae_marginal_r1", "asvae_marginal_warmup",
+         "asvae_g_joint", "asvae_g_joint_hygiene", "asvae_g_fixed", "asvae_g_explicit",
+         "asvae_g_no_mi", "asvae_g_no_mi_linear", "asvae_g_marginal"]
+assert sorted(ORDER) == sorted(ROWS)
+
+flags.DEFINE_list("rows", ORDER, "Rows to run, in this order.")
 flags.DEFINE_integer("seed", 0, "Training seed.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of all networks.")
 flags.DEFINE_bool("quick", False, "1 epoch, k = 50, 1,000 samples, 500 test images.")
