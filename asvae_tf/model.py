@@ -65,7 +65,7 @@ class Terms:
   f1_fake: Optional[tf.Tensor] = None            # f1(pair_swap(xp), zp)
   f2_real: Optional[tf.Tensor] = None            # f2(xp, zp)
   f2_fake: Optional[tf.Tensor] = None            # f2(x, pair_swap(zq)) ('joint' only)
-  f2_explicit: Optional[tf.Tensor] = None        # E2(xp, zp) ('explicit' f2, generator)
+  f2_explicit: Optional[tf.Tensor] = None        # E2(xp, zp) (explicit f2, 'exact' mode)
   f2x_real: Optional[tf.Tensor] = None           # D(xp)  ('explicit' f2, discriminator)
   f2x_fake: Optional[tf.Tensor] = None           # D(x)
   f2z_real: Optional[tf.Tensor] = None           # h(zp)
@@ -94,7 +94,8 @@ class ASVAE(keras.Model):
       evaluated inside the generator update (False: dropout only when they train).
     f2_decoder_gradient: how an explicit f2 and the sleep term -log q_phi(z|x') of
       eq. (11) move the decoder theta (see `ratios.DECODER_GRADIENTS`): "exact",
-      "marginal" or "marginal_infomax".
+      "marginal" or "marginal_infomax"; None: "marginal" for an explicit f2 (the mode
+      that worked, see the README's ablation), "exact" for a joint one.
     r1_gamma: weight of the R1 penalty gamma/2 E||grad_input f||^2: for a joint f1 / f2
       at the label-1 pairs of eq. (5) / (6) ((x, z ~ q(z|x)) / (x', z ~ p(z))), for an
       explicit f1 at the residual's inputs of the data pairs, for an explicit f2 on D
@@ -113,10 +114,12 @@ class ASVAE(keras.Model):
                discriminator=networks.joint_discriminator,
                likelihood=heads.BernoulliLikelihood, ratio_estimator="joint",
                f2_estimator=None, f1_residual_inputs="x", f2_marginal_samples=1,
-               generator_pass_dropout=True, r1_gamma=0.0, f2_decoder_gradient="exact",
+               generator_pass_dropout=True, r1_gamma=0.0, f2_decoder_gradient=None,
                name="asvae"):
     super().__init__(name=name)
     f2_estimator = ratio_estimator if f2_estimator is None else f2_estimator
+    if f2_decoder_gradient is None:
+      f2_decoder_gradient = "marginal" if f2_estimator == "explicit" else "exact"
     for what, value, choices in (("ratio_estimator", ratio_estimator, ratios.ESTIMATORS),
                                  ("f2_estimator", f2_estimator, ratios.ESTIMATORS),
                                  ("f1_residual_inputs", f1_residual_inputs,
@@ -348,12 +351,10 @@ class ASVAE(keras.Model):
                                 residual_weight=weight)
     if use_eq6 and t.xp is not None:
       if self.f2_explicit:
-        if self.f2_decoder_gradient == "exact":
+        t.f2_real = weight * self.f2_residual(t.xp, t.zp, seed=s[7], training=d_training)
+        if self.f2_decoder_gradient == "exact":  # E2 moves nothing in the other modes
           t.f2_explicit = self.f2_explicit_part(t.xp, t.zp, params_p, noise.fold_in(s[7], 4))
-        else:  # E2 moves nothing in these modes: not computed (0 in the logged f2)
-          t.f2_explicit = tf.zeros_like(t.zp[:, 0])
-        t.f2_real = t.f2_explicit + weight * self.f2_residual(t.xp, t.zp, seed=s[7],
-                                                              training=d_training)
+          t.f2_real += t.f2_explicit
       else:
         t.f2_real = weight * self.f2(t.xp, t.zp, seed=s[7], training=d_training)
 
@@ -519,7 +520,7 @@ def build_model(image_shape, latent_dim=32, objective="asvae", encoder=networks.
                 decoder=networks.mlp_decoder, discriminator=networks.joint_discriminator,
                 likelihood=heads.BernoulliLikelihood, ratio_estimator="joint",
                 f2_estimator=None, f1_residual_inputs="x", f2_marginal_samples=1,
-                generator_pass_dropout=True, r1_gamma=0.0, f2_decoder_gradient="exact"):
+                generator_pass_dropout=True, r1_gamma=0.0, f2_decoder_gradient=None):
   """Gin factory of `ASVAE` (Keras 3 layers cannot be gin-decorated classes)."""
   return ASVAE(image_shape, latent_dim=latent_dim, objective=objective, encoder=encoder,
                decoder=decoder, discriminator=discriminator, likelihood=likelihood,

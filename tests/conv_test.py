@@ -357,7 +357,8 @@ def test_explicit_estimators_on_a_gaussian_conv_model():
   on the CIFAR network: finite terms, and every generator weight gets a gradient."""
   gin.clear_config()
   config.parse([os.path.join(ROOT, "gin", "cifar10.gin")],
-               TINY_CONV + ["model.ratio_estimator = 'explicit'", "model.r1_gamma = 1.0"])
+               TINY_CONV + ["model.ratio_estimator = 'explicit'", "model.r1_gamma = 1.0",
+                            "model.f2_decoder_gradient = 'exact'"])
   try:
     mdl = model_lib.build_model(image_shape=(32, 32, 3))
     mdl.build_all()

@@ -228,7 +228,7 @@ def test_linear_straight_through_gradient_does_not_vanish_when_saturated():
 
 
 def test_explicit_f2_terms_and_gradient_routing():
-  mdl = _model("asvae", ratio_estimator="explicit", r1_gamma=1.0)
+  mdl = _model("asvae", ratio_estimator="explicit", r1_gamma=1.0, f2_decoder_gradient="exact")
   x = _x()
   t = mdl.terms(x, SEED, "generator", training=False)
   assert t.f2_explicit is not None and t.f2_real.shape == (4,)
@@ -251,7 +251,8 @@ def test_explicit_f2_terms_and_gradient_routing():
 
 
 def test_adversarial_weight_scales_only_the_learned_terms():
-  mdl = _model("asvae", ratio_estimator="explicit", generator_pass_dropout=False)
+  mdl = _model("asvae", ratio_estimator="explicit", generator_pass_dropout=False,
+               f2_decoder_gradient="exact")
   x = _x()
   t0 = mdl.terms(x, SEED, "generator", adversarial_weight=0.0)
   t1 = mdl.terms(x, SEED, "generator", adversarial_weight=1.0)
@@ -295,7 +296,7 @@ def test_decoder_gradient_modes_route_the_sleep_term(mode, decoder_moved_by_slee
   assert (diff > 1e-6) == decoder_moved_by_sleep, diff
   # phi always learns from the sleep term.
   assert all(g is not None for g in tape.gradient(loss, mdl.encoder.trainable_variables))
-  assert (mode == "exact") == bool(np.any(t.f2_explicit.numpy()))
+  assert (mode == "exact") == (t.f2_explicit is not None)
 
 
 def test_idle_variables_are_exactly_the_zero_fed_first_kernels():
@@ -309,3 +310,8 @@ def test_idle_variables_are_exactly_the_zero_fed_first_kernels():
   for v, g in zip(mdl.discriminator_variables, grads):
     assert (id(v) in idle) == (g is None or not np.any(g.numpy())), v.path
   assert not _model("asvae").idle_variables  # joint networks see both inputs
+
+
+def test_decoder_gradient_default_follows_the_f2_estimator():
+  assert _model("asvae", ratio_estimator="explicit").f2_decoder_gradient == "marginal"
+  assert _model("asvae").f2_decoder_gradient == "exact"

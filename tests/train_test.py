@@ -227,7 +227,8 @@ def test_public_gin_names_are_bindable(binding):
 
 
 # Issue 12: the ratio-estimator settings, the warm-up and early stopping on the ELBO.
-EXPLICIT_RUN = ["model.ratio_estimator = 'explicit'", "model.f1_residual_inputs = 'xz'",
+EXPLICIT_RUN = ["model.ratio_estimator = 'explicit'", "model.f2_decoder_gradient = 'exact'",
+                "model.f1_residual_inputs = 'xz'",
                 "model.f2_marginal_samples = 2", "model.generator_pass_dropout = False",
                 "model.r1_gamma = 0.5", "discriminator/optimizer.beta_1 = 0.5",
                 "train.adversarial_warmup_steps = 3", "train.early_stopping_metric = 'elbo'",
