@@ -31,6 +31,7 @@ Writes bench/results/throughput.md and .json (--quick: a temporary dir unless --
 """
 
 import datetime
+import inspect
 import json
 import os
 import platform
@@ -204,13 +205,16 @@ def graph_flops(concrete_fn):
 def profiled_step_flops(trainer, per_replica_batch, image_shape):
   """Profiler FLOPs per image of one step: {"generator", "discriminator", "step", ...}."""
   out = {"generator": 0, "discriminator": 0, "unpruned": 0, "while_loops": 0}
-  specs = (tf.TensorSpec([per_replica_batch, *image_shape], tf.float32),
-           tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.float32))
   repeats = {"generator": 1, "discriminator": trainer.disc_steps}
   for mode, times in repeats.items():
     if not times:
       continue
-    fn = tf.function(trainer._make_grad_fn(mode))  # pylint: disable=protected-access
+    grad_fn = trainer._make_grad_fn(mode)  # pylint: disable=protected-access
+    # (x, seed, then float32 scalars such as the adversarial weight).
+    scalars = len(inspect.signature(grad_fn).parameters) - 2
+    specs = (tf.TensorSpec([per_replica_batch, *image_shape], tf.float32),
+             tf.TensorSpec([2], tf.int32)) + (tf.TensorSpec([], tf.float32),) * scalars
+    fn = tf.function(grad_fn)
     pruned, whole, loops = graph_flops(fn.get_concrete_function(*specs))
     out[mode] = pruned / per_replica_batch
     out["unpruned"] += times * whole / per_replica_batch
