@@ -9,15 +9,16 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(_HERE, "asvae_tf", "__init__.py")) as f:
   _VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 with open(os.path.join(_HERE, "requirements.txt")) as f:
-  _REQUIRES = [l.strip() for l in f if l.strip() and not l.startswith("#")
-               and not l.startswith("pytest")]
+  _REQUIRES = [
+    l.strip() for l in f if l.strip() and not l.startswith("#") and not l.startswith("pytest")
+  ]
 
 setup(
-    name="asvae_tf",
-    version=_VERSION,
-    description="Adversarial Symmetric VAE (AS-VAE) in TensorFlow 2 / Keras 3 with TFP flows",
-    packages=find_packages(include=["asvae_tf", "asvae_tf.*"]),
-    python_requires=">=3.10",
-    install_requires=_REQUIRES,
-    extras_require={"test": ["pytest"]},
+  name="asvae_tf",
+  version=_VERSION,
+  description="Adversarial Symmetric VAE (AS-VAE) in TensorFlow 2 / Keras 3 with TFP flows",
+  packages=find_packages(include=["asvae_tf", "asvae_tf.*"]),
+  python_requires=">=3.10",
+  install_requires=_REQUIRES,
+  extras_require={"test": ["pytest"]},
 )

@@ -24,6 +24,7 @@ def run_training(gin_files, gin_params, model_dir):
   from asvae_tf import config  # pylint: disable=g-import-not-at-top
   from asvae_tf import data
   from asvae_tf import train_lib
+
   if not gin_files:
     return fail("at least one --gin_file is required (e.g. --gin_file=gin/mnist.gin)")
   try:

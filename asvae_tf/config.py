@@ -39,24 +39,38 @@ class FusedAdam(keras.optimizers.Adam):
     beta_1 = tf.constant(self.beta_1, dtype)
     beta_2 = tf.constant(self.beta_2, dtype)
     tf.raw_ops.ResourceApplyAdam(
-        var=variable.handle, m=m.handle, v=v.handle,
-        beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-        lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
-        epsilon=tf.constant(self.epsilon, dtype), grad=tf.cast(gradient, dtype),
-        use_locking=False)
+      var=variable.handle,
+      m=m.handle,
+      v=v.handle,
+      beta1_power=tf.pow(beta_1, step),
+      beta2_power=tf.pow(beta_2, step),
+      lr=tf.cast(learning_rate, dtype),
+      beta1=beta_1,
+      beta2=beta_2,
+      epsilon=tf.constant(self.epsilon, dtype),
+      grad=tf.cast(gradient, dtype),
+      use_locking=False,
+    )
 
 
 _OPTIMIZERS = {
-    "adam": FusedAdam,
-    "keras_adam": keras.optimizers.Adam,
-    "rmsprop": keras.optimizers.RMSprop,
-    "sgd": keras.optimizers.SGD,
+  "adam": FusedAdam,
+  "keras_adam": keras.optimizers.Adam,
+  "rmsprop": keras.optimizers.RMSprop,
+  "sgd": keras.optimizers.SGD,
 }
 
 
 @gin.configurable("optimizer")
-def make_optimizer(name="adam", learning_rate=1e-4, beta_1=0.9, beta_2=0.999,
-                   epsilon=1e-7, momentum=0.0, clipnorm=None):
+def make_optimizer(
+  name="adam",
+  learning_rate=1e-4,
+  beta_1=0.9,
+  beta_2=0.999,
+  epsilon=1e-7,
+  momentum=0.0,
+  clipnorm=None,
+):
   """A Keras 3 optimizer; Adam with learning rate 1e-4 as in section 5.
 
   name: "adam" (`FusedAdam`, the default), "keras_adam" (keras.optimizers.Adam, same
@@ -89,8 +103,10 @@ def parse(gin_files=(), gin_params=()):
       raise FileNotFoundError(f"gin file not found: {path}")
   # Make sure every configurable is registered before parsing.
   from asvae_tf import registry  # pylint: disable=g-import-not-at-top,unused-import
-  gin.parse_config_files_and_bindings(list(gin_files), list(gin_params),
-                                      skip_unknown=False, finalize_config=False)
+
+  gin.parse_config_files_and_bindings(
+    list(gin_files), list(gin_params), skip_unknown=False, finalize_config=False
+  )
 
 
 def write_operative_config(directory):

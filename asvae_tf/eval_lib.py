@@ -29,24 +29,24 @@ import scipy.special
 from asvae_tf import heads
 
 __all__ = [
-    "iwae_bound",
-    "LogMeanExp",
-    "mean_and_standard_error",
-    "nats_to_bits_per_dim",
-    "mean_squared_error",
-    "rmse",
-    "inception_score",
-    "frechet_distance",
-    "fid_from_features",
+  "iwae_bound",
+  "LogMeanExp",
+  "mean_and_standard_error",
+  "nats_to_bits_per_dim",
+  "mean_squared_error",
+  "rmse",
+  "inception_score",
+  "frechet_distance",
+  "fid_from_features",
 ]
 
 
 def _as_float_array(x):
-    """np.asarray(x); floating dtypes kept, anything else promoted to float64."""
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float64)
-    return x
+  """np.asarray(x); floating dtypes kept, anything else promoted to float64."""
+  x = np.asarray(x)
+  if not np.issubdtype(x.dtype, np.floating):
+    x = x.astype(np.float64)
+  return x
 
 
 # ----------------------------------------------------------------------------
@@ -55,122 +55,122 @@ def _as_float_array(x):
 
 
 def iwae_bound(log_weights):
-    """Importance-weighted lower bound on log p(x), one value per data point.
+  """Importance-weighted lower bound on log p(x), one value per data point.
 
-    Args:
-      log_weights: [k, N], log w_j = log p(x, z_j) - log q(z_j | x) for k samples
-        z_j ~ q(z | x) of each of N data points (samples along axis 0).
+  Args:
+    log_weights: [k, N], log w_j = log p(x, z_j) - log q(z_j | x) for k samples
+      z_j ~ q(z | x) of each of N data points (samples along axis 0).
 
-    Returns:
-      [N]: L_k(x) = log (1/k) sum_{j=1..k} w_j = logsumexp_j(log w_j) - log k,
-      computed stably (max-shifted).  E[L_1] is the ELBO; E[L_k] increases with k
-      and tends to log p(x) (Burda et al., 2016).  A point whose weights are all
-      zero (log w = -inf) gets -inf.
-    """
-    log_weights = _as_float_array(log_weights)
-    if log_weights.ndim != 2:
-        raise ValueError(f"log_weights must be [k, N], got shape {log_weights.shape}")
-    k = log_weights.shape[0]
-    if k == 0:
-        raise ValueError("log_weights has no samples (k = 0)")
-    return (scipy.special.logsumexp(log_weights, axis=0)
-            - log_weights.dtype.type(math.log(k)))
+  Returns:
+    [N]: L_k(x) = log (1/k) sum_{j=1..k} w_j = logsumexp_j(log w_j) - log k,
+    computed stably (max-shifted).  E[L_1] is the ELBO; E[L_k] increases with k
+    and tends to log p(x) (Burda et al., 2016).  A point whose weights are all
+    zero (log w = -inf) gets -inf.
+  """
+  log_weights = _as_float_array(log_weights)
+  if log_weights.ndim != 2:
+    raise ValueError(f"log_weights must be [k, N], got shape {log_weights.shape}")
+  k = log_weights.shape[0]
+  if k == 0:
+    raise ValueError("log_weights has no samples (k = 0)")
+  return scipy.special.logsumexp(log_weights, axis=0) - log_weights.dtype.type(math.log(k))
 
 
 class LogMeanExp:
-    """Streaming log-mean-exp over samples: `iwae_bound` for chunked evaluation.
+  """Streaming log-mean-exp over samples: `iwae_bound` for chunked evaluation.
 
-    Feed the log-weights of N data points in chunks of samples, [k_1, N], [k_2, N],
-    ...; `result()` equals `iwae_bound(concatenate(chunks, axis=0))` (to round-off)
-    with k = sum_i k_i, while memory stays O(N).
+  Feed the log-weights of N data points in chunks of samples, [k_1, N], [k_2, N],
+  ...; `result()` equals `iwae_bound(concatenate(chunks, axis=0))` (to round-off)
+  with k = sum_i k_i, while memory stays O(N).
 
-    State, per data point: the running maximum m = max_j log w_j, the rescaled sum
-    s = sum_j exp(log w_j - m) and the count k.  A chunk with maximum m_c updates
-      m' = max(m, m_c),   s' = s exp(m - m') + sum_{j in chunk} exp(log w_j - m'),
-    so every exponent is <= 0 (no overflow) and the largest term contributes 1
-    (s >= 1, no underflow of the total).  result() = m + log s - log k.
+  State, per data point: the running maximum m = max_j log w_j, the rescaled sum
+  s = sum_j exp(log w_j - m) and the count k.  A chunk with maximum m_c updates
+    m' = max(m, m_c),   s' = s exp(m - m') + sum_{j in chunk} exp(log w_j - m'),
+  so every exponent is <= 0 (no overflow) and the largest term contributes 1
+  (s >= 1, no underflow of the total).  result() = m + log s - log k.
 
-    Example:
-      acc = LogMeanExp()
-      for _ in range(10):
-          acc.update(log_weights_chunk)     # [500, N]
-      nll = -acc.result()                   # [N], the k = 5000 IWAE bound
-    """
+  Example:
+    acc = LogMeanExp()
+    for _ in range(10):
+        acc.update(log_weights_chunk)     # [500, N]
+    nll = -acc.result()                   # [N], the k = 5000 IWAE bound
+  """
 
-    def __init__(self):
-        self._max = None    # [N]
-        self._sum = None    # [N]
-        self._count = 0
+  def __init__(self):
+    self._max = None  # [N]
+    self._sum = None  # [N]
+    self._count = 0
 
-    @property
-    def count(self):
-        """Number of samples k accumulated so far."""
-        return self._count
+  @property
+  def count(self):
+    """Number of samples k accumulated so far."""
+    return self._count
 
-    def update(self, log_weights):
-        """Adds a chunk of log-weights [k_i, N] (a [N] vector counts as one sample)."""
-        chunk = _as_float_array(log_weights)
-        if chunk.ndim == 1:
-            chunk = chunk[None]
-        if chunk.ndim != 2:
-            raise ValueError(f"chunk must be [k_i, N], got shape {chunk.shape}")
-        if chunk.shape[0] == 0:
-            return
-        if self._max is not None and chunk.shape[1] != self._max.shape[0]:
-            raise ValueError(
-                f"chunk has N = {chunk.shape[1]}, earlier chunks had N = {self._max.shape[0]}")
-        chunk_max = chunk.max(axis=0)
-        new_max = chunk_max if self._max is None else np.maximum(self._max, chunk_max)
-        # Where every weight so far is zero (max = -inf) shift by 0 instead: avoids
-        # (-inf) - (-inf) = nan; those sums are then exactly 0.
-        shift = np.where(np.isfinite(new_max), new_max, 0).astype(new_max.dtype)
-        chunk_sum = np.exp(chunk - shift).sum(axis=0)
-        if self._max is None:
-            self._sum = chunk_sum
-        else:
-            self._sum = self._sum * np.exp(self._max - shift) + chunk_sum
-        self._max = new_max
-        self._count += chunk.shape[0]
+  def update(self, log_weights):
+    """Adds a chunk of log-weights [k_i, N] (a [N] vector counts as one sample)."""
+    chunk = _as_float_array(log_weights)
+    if chunk.ndim == 1:
+      chunk = chunk[None]
+    if chunk.ndim != 2:
+      raise ValueError(f"chunk must be [k_i, N], got shape {chunk.shape}")
+    if chunk.shape[0] == 0:
+      return
+    if self._max is not None and chunk.shape[1] != self._max.shape[0]:
+      raise ValueError(
+        f"chunk has N = {chunk.shape[1]}, earlier chunks had N = {self._max.shape[0]}"
+      )
+    chunk_max = chunk.max(axis=0)
+    new_max = chunk_max if self._max is None else np.maximum(self._max, chunk_max)
+    # Where every weight so far is zero (max = -inf) shift by 0 instead: avoids
+    # (-inf) - (-inf) = nan; those sums are then exactly 0.
+    shift = np.where(np.isfinite(new_max), new_max, 0).astype(new_max.dtype)
+    chunk_sum = np.exp(chunk - shift).sum(axis=0)
+    if self._max is None:
+      self._sum = chunk_sum
+    else:
+      self._sum = self._sum * np.exp(self._max - shift) + chunk_sum
+    self._max = new_max
+    self._count += chunk.shape[0]
 
-    def result(self):
-        """[N]: log (1/k) sum_j exp(log w_j) over all samples seen."""
-        if self._count == 0:
-            raise ValueError("LogMeanExp.result() called before any update()")
-        shift = np.where(np.isfinite(self._max), self._max, 0).astype(self._max.dtype)
-        with np.errstate(divide="ignore"):   # log 0 = -inf when all weights are 0
-            return shift + np.log(self._sum) - self._sum.dtype.type(math.log(self._count))
+  def result(self):
+    """[N]: log (1/k) sum_j exp(log w_j) over all samples seen."""
+    if self._count == 0:
+      raise ValueError("LogMeanExp.result() called before any update()")
+    shift = np.where(np.isfinite(self._max), self._max, 0).astype(self._max.dtype)
+    with np.errstate(divide="ignore"):  # log 0 = -inf when all weights are 0
+      return shift + np.log(self._sum) - self._sum.dtype.type(math.log(self._count))
 
 
 def mean_and_standard_error(values):
-    """Sample mean and standard error of the mean, over all entries of `values`.
+  """Sample mean and standard error of the mean, over all entries of `values`.
 
-    Args:
-      values: any shape, n = values.size entries treated as i.i.d. draws
-        (e.g. per-image NLL [N]).
+  Args:
+    values: any shape, n = values.size entries treated as i.i.d. draws
+      (e.g. per-image NLL [N]).
 
-    Returns:
-      (mean, sem) as Python floats: mean = sum v_i / n and
-      sem = s / sqrt(n) with s^2 = sum (v_i - mean)^2 / (n - 1) (unbiased variance).
-      sem is nan for n = 1.
-    """
-    values = _as_float_array(values).ravel()
-    n = values.size
-    if n == 0:
-        raise ValueError("mean_and_standard_error of an empty array")
-    mean = float(values.mean())
-    if n < 2:
-        return mean, float("nan")
-    return mean, float(values.std(ddof=1) / math.sqrt(n))
+  Returns:
+    (mean, sem) as Python floats: mean = sum v_i / n and
+    sem = s / sqrt(n) with s^2 = sum (v_i - mean)^2 / (n - 1) (unbiased variance).
+    sem is nan for n = 1.
+  """
+  values = _as_float_array(values).ravel()
+  n = values.size
+  if n == 0:
+    raise ValueError("mean_and_standard_error of an empty array")
+  mean = float(values.mean())
+  if n < 2:
+    return mean, float("nan")
+  return mean, float(values.std(ddof=1) / math.sqrt(n))
 
 
 def nats_to_bits_per_dim(nll_nats, num_dims):
-    """Negative log-likelihood in nats -> bits per dimension.
+  """Negative log-likelihood in nats -> bits per dimension.
 
-    bpd = nll / (num_dims * ln 2), elementwise (same shape as `nll_nats`);
-    num_dims = H * W * C of one image (3072 for CIFAR-10).  Delegates to
-    `asvae_tf.heads.bits_per_dim`; returns a NumPy array (0-d for a scalar).
-    """
-    return np.asarray(heads.bits_per_dim(_as_float_array(nll_nats), num_dims))
+  bpd = nll / (num_dims * ln 2), elementwise (same shape as `nll_nats`);
+  num_dims = H * W * C of one image (3072 for CIFAR-10).  Delegates to
+  `asvae_tf.heads.bits_per_dim`; returns a NumPy array (0-d for a scalar).
+  """
+  return np.asarray(heads.bits_per_dim(_as_float_array(nll_nats), num_dims))
 
 
 # ----------------------------------------------------------------------------
@@ -179,35 +179,35 @@ def nats_to_bits_per_dim(nll_nats, num_dims):
 
 
 def mean_squared_error(x, x_hat, scale=255.0):
-    """Per-example mean squared error on the pixel scale `scale`, [N].
+  """Per-example mean squared error on the pixel scale `scale`, [N].
 
-    Args:
-      x, x_hat: [N, ...] images with pixels in [0, 1] (the data pipeline's range).
-      scale: pixel values are multiplied by this before differencing; 255.0 gives
-        errors in 8-bit grey levels, 1.0 on the [0, 1] scale.
+  Args:
+    x, x_hat: [N, ...] images with pixels in [0, 1] (the data pipeline's range).
+    scale: pixel values are multiplied by this before differencing; 255.0 gives
+      errors in 8-bit grey levels, 1.0 on the [0, 1] scale.
 
-    Returns:
-      [N]: mse_n = mean_{pixels}((scale * (x_n - x_hat_n))^2).  Accumulate these
-      over batches and take sqrt(mean) for the data-set RMSE (`rmse`).
-    """
-    x = _as_float_array(x)
-    x_hat = _as_float_array(x_hat)
-    if x.shape != x_hat.shape:
-        raise ValueError(f"shape mismatch: x {x.shape} vs x_hat {x_hat.shape}")
-    diff = (x - x_hat) * x.dtype.type(scale)
-    return np.square(diff).reshape(diff.shape[0], -1).mean(axis=1)
+  Returns:
+    [N]: mse_n = mean_{pixels}((scale * (x_n - x_hat_n))^2).  Accumulate these
+    over batches and take sqrt(mean) for the data-set RMSE (`rmse`).
+  """
+  x = _as_float_array(x)
+  x_hat = _as_float_array(x_hat)
+  if x.shape != x_hat.shape:
+    raise ValueError(f"shape mismatch: x {x.shape} vs x_hat {x_hat.shape}")
+  diff = (x - x_hat) * x.dtype.type(scale)
+  return np.square(diff).reshape(diff.shape[0], -1).mean(axis=1)
 
 
 def rmse(x, x_hat, scale=255.0):
-    """Root mean squared reconstruction error over all pixels, on scale `scale`.
+  """Root mean squared reconstruction error over all pixels, on scale `scale`.
 
-    rmse = sqrt(mean_{n, pixels}((scale * (x - x_hat))^2)), x and x_hat in [0, 1].
-    With the default scale = 255 the result is in 8-bit grey levels, the scale of
-    the paper's CIFAR-10 RMSE of 3.36; divide by 255 for the [0, 1] scale.  Note
-    this is the root of the mean over the whole set, not the mean of per-image
-    RMSEs.  Returns a Python float.
-    """
-    return float(np.sqrt(mean_squared_error(x, x_hat, scale).mean()))
+  rmse = sqrt(mean_{n, pixels}((scale * (x - x_hat))^2)), x and x_hat in [0, 1].
+  With the default scale = 255 the result is in 8-bit grey levels, the scale of
+  the paper's CIFAR-10 RMSE of 3.36; divide by 255 for the [0, 1] scale.  Note
+  this is the root of the mean over the whole set, not the mean of per-image
+  RMSEs.  Returns a Python float.
+  """
+  return float(np.sqrt(mean_squared_error(x, x_hat, scale).mean()))
 
 
 # ----------------------------------------------------------------------------
@@ -216,98 +216,97 @@ def rmse(x, x_hat, scale=255.0):
 
 
 def inception_score(probs, num_splits=10):
-    """Inception Score of Salimans et al. (2016): mean and std over splits.
+  """Inception Score of Salimans et al. (2016): mean and std over splits.
 
-    Args:
-      probs: [N, C], class probabilities p(y|x_n) of N generated images (rows sum
-        to 1: softmax outputs, not logits).
-      num_splits: the N images are cut into this many contiguous, near-equal
-        parts (np.array_split), as in the reference implementation.
+  Args:
+    probs: [N, C], class probabilities p(y|x_n) of N generated images (rows sum
+      to 1: softmax outputs, not logits).
+    num_splits: the N images are cut into this many contiguous, near-equal
+      parts (np.array_split), as in the reference implementation.
 
-    Returns:
-      (mean, std) as Python floats of IS_s over splits s (std with ddof = 0), where
-      for a split S with marginal p_S(y) = mean_{n in S} p(y|x_n):
-        IS_s = exp( mean_{n in S} KL(p(y|x_n) || p_S(y)) ),
-        KL(p || q) = sum_y p(y) (log p(y) - log q(y))   (0 log 0 = 0).
-      1 <= IS <= C: IS = 1 when every p(y|x) is the same, IS = C for confident
-      (one-hot) predictions spread evenly over the C classes.
-    """
-    probs = _as_float_array(probs)
-    if probs.ndim != 2:
-        raise ValueError(f"probs must be [N, C], got shape {probs.shape}")
-    if not 1 <= num_splits <= probs.shape[0]:
-        raise ValueError(f"num_splits = {num_splits} must be in [1, N = {probs.shape[0]}]")
-    if np.any(probs < 0) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
-        raise ValueError("probs rows must be probability vectors (softmax outputs)")
-    scores = []
-    for part in np.array_split(probs, num_splits, axis=0):
-        marginal = part.mean(axis=0, keepdims=True)
-        kl = (scipy.special.xlogy(part, part) - scipy.special.xlogy(part, marginal)).sum(axis=1)
-        scores.append(np.exp(kl.mean()))
-    scores = np.asarray(scores)
-    return float(scores.mean()), float(scores.std())
+  Returns:
+    (mean, std) as Python floats of IS_s over splits s (std with ddof = 0), where
+    for a split S with marginal p_S(y) = mean_{n in S} p(y|x_n):
+      IS_s = exp( mean_{n in S} KL(p(y|x_n) || p_S(y)) ),
+      KL(p || q) = sum_y p(y) (log p(y) - log q(y))   (0 log 0 = 0).
+    1 <= IS <= C: IS = 1 when every p(y|x) is the same, IS = C for confident
+    (one-hot) predictions spread evenly over the C classes.
+  """
+  probs = _as_float_array(probs)
+  if probs.ndim != 2:
+    raise ValueError(f"probs must be [N, C], got shape {probs.shape}")
+  if not 1 <= num_splits <= probs.shape[0]:
+    raise ValueError(f"num_splits = {num_splits} must be in [1, N = {probs.shape[0]}]")
+  if np.any(probs < 0) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+    raise ValueError("probs rows must be probability vectors (softmax outputs)")
+  scores = []
+  for part in np.array_split(probs, num_splits, axis=0):
+    marginal = part.mean(axis=0, keepdims=True)
+    kl = (scipy.special.xlogy(part, part) - scipy.special.xlogy(part, marginal)).sum(axis=1)
+    scores.append(np.exp(kl.mean()))
+  scores = np.asarray(scores)
+  return float(scores.mean()), float(scores.std())
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (the FID formula).
+  """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (the FID formula).
 
-    Args:
-      mu1, mu2: [D] means; sigma1, sigma2: [D, D] covariances.
-      eps: if sqrtm(sigma1 sigma2) is not finite (singular product), eps * I is
-        added to both covariances and the square root recomputed.
-      Computed in float64 whatever the input dtype.
+  Args:
+    mu1, mu2: [D] means; sigma1, sigma2: [D, D] covariances.
+    eps: if sqrtm(sigma1 sigma2) is not finite (singular product), eps * I is
+      added to both covariances and the square root recomputed.
+    Computed in float64 whatever the input dtype.
 
-    Returns:
-      Python float
-        d^2 = ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^{1/2}),
-      the squared 2-Wasserstein distance of the two Gaussians.  The square root is
-      scipy.linalg.sqrtm; round-off may give it a small imaginary part, which is
-      dropped (ValueError if |imag| on its diagonal exceeds 1e-3).  d^2 may come
-      out as a tiny negative number (round-off) for equal Gaussians.
-    """
-    mu1 = np.atleast_1d(_as_float_array(mu1)).astype(np.float64)
-    mu2 = np.atleast_1d(_as_float_array(mu2)).astype(np.float64)
-    sigma1 = np.atleast_2d(_as_float_array(sigma1)).astype(np.float64)
-    sigma2 = np.atleast_2d(_as_float_array(sigma2)).astype(np.float64)
-    if mu1.shape != mu2.shape:
-        raise ValueError(f"mean shapes differ: {mu1.shape} vs {mu2.shape}")
-    d = mu1.shape[0]
-    if sigma1.shape != (d, d) or sigma2.shape != (d, d):
-        raise ValueError(
-            f"covariances must be [{d}, {d}], got {sigma1.shape} and {sigma2.shape}")
+  Returns:
+    Python float
+      d^2 = ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^{1/2}),
+    the squared 2-Wasserstein distance of the two Gaussians.  The square root is
+    scipy.linalg.sqrtm; round-off may give it a small imaginary part, which is
+    dropped (ValueError if |imag| on its diagonal exceeds 1e-3).  d^2 may come
+    out as a tiny negative number (round-off) for equal Gaussians.
+  """
+  mu1 = np.atleast_1d(_as_float_array(mu1)).astype(np.float64)
+  mu2 = np.atleast_1d(_as_float_array(mu2)).astype(np.float64)
+  sigma1 = np.atleast_2d(_as_float_array(sigma1)).astype(np.float64)
+  sigma2 = np.atleast_2d(_as_float_array(sigma2)).astype(np.float64)
+  if mu1.shape != mu2.shape:
+    raise ValueError(f"mean shapes differ: {mu1.shape} vs {mu2.shape}")
+  d = mu1.shape[0]
+  if sigma1.shape != (d, d) or sigma2.shape != (d, d):
+    raise ValueError(f"covariances must be [{d}, {d}], got {sigma1.shape} and {sigma2.shape}")
 
-    diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(d) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        max_imag = np.max(np.abs(np.diagonal(covmean).imag))
-        if max_imag > 1e-3:
-            raise ValueError(f"sqrtm(sigma1 sigma2) has imaginary part {max_imag}")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+  diff = mu1 - mu2
+  covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+  if not np.isfinite(covmean).all():
+    offset = np.eye(d) * eps
+    covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+  if np.iscomplexobj(covmean):
+    max_imag = np.max(np.abs(np.diagonal(covmean).imag))
+    if max_imag > 1e-3:
+      raise ValueError(f"sqrtm(sigma1 sigma2) has imaginary part {max_imag}")
+    covmean = covmean.real
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
 
 def fid_from_features(feats1, feats2, eps=1e-6):
-    """Frechet Inception Distance between two sets of network features.
+  """Frechet Inception Distance between two sets of network features.
 
-    Args:
-      feats1: [N1, D], feats2: [N2, D] (e.g. InceptionV3 pool3 activations of real
-        and of generated images), N1, N2 >= 2.
+  Args:
+    feats1: [N1, D], feats2: [N2, D] (e.g. InceptionV3 pool3 activations of real
+      and of generated images), N1, N2 >= 2.
 
-    Returns:
-      Python float: `frechet_distance` of the Gaussians fitted to each set, with
-      mu = feature mean and sigma = unbiased sample covariance (np.cov, ddof = 1).
-    """
-    feats1 = _as_float_array(feats1).astype(np.float64)
-    feats2 = _as_float_array(feats2).astype(np.float64)
-    for name, f in (("feats1", feats1), ("feats2", feats2)):
-        if f.ndim != 2 or f.shape[0] < 2:
-            raise ValueError(f"{name} must be [N >= 2, D], got shape {f.shape}")
-    if feats1.shape[1] != feats2.shape[1]:
-        raise ValueError(f"feature sizes differ: {feats1.shape[1]} vs {feats2.shape[1]}")
-    mu1, mu2 = feats1.mean(axis=0), feats2.mean(axis=0)
-    sigma1 = np.atleast_2d(np.cov(feats1, rowvar=False))
-    sigma2 = np.atleast_2d(np.cov(feats2, rowvar=False))
-    return frechet_distance(mu1, sigma1, mu2, sigma2, eps=eps)
+  Returns:
+    Python float: `frechet_distance` of the Gaussians fitted to each set, with
+    mu = feature mean and sigma = unbiased sample covariance (np.cov, ddof = 1).
+  """
+  feats1 = _as_float_array(feats1).astype(np.float64)
+  feats2 = _as_float_array(feats2).astype(np.float64)
+  for name, f in (("feats1", feats1), ("feats2", feats2)):
+    if f.ndim != 2 or f.shape[0] < 2:
+      raise ValueError(f"{name} must be [N >= 2, D], got shape {f.shape}")
+  if feats1.shape[1] != feats2.shape[1]:
+    raise ValueError(f"feature sizes differ: {feats1.shape[1]} vs {feats2.shape[1]}")
+  mu1, mu2 = feats1.mean(axis=0), feats2.mean(axis=0)
+  sigma1 = np.atleast_2d(np.cov(feats1, rowvar=False))
+  sigma2 = np.atleast_2d(np.cov(feats2, rowvar=False))
+  return frechet_distance(mu1, sigma1, mu2, sigma2, eps=eps)

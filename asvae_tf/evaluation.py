@@ -55,26 +55,31 @@ class _Progress:
     if done / self.total >= self.next or done == self.total:
       elapsed = time.time() - self.start
       eta = elapsed * (self.total - done) / max(done, 1)
-      logging.info("%s: %d/%d (%.0f s elapsed, ETA %.0f s)", self.what, done, self.total,
-                   elapsed, eta)
+      logging.info(
+        "%s: %d/%d (%.0f s elapsed, ETA %.0f s)", self.what, done, self.total, elapsed, eta
+      )
       self.next = math.floor(done / self.total * 10 + 1) / 10
 
 
 def _batches(x, batch_size):
   for i in range(0, len(x), batch_size):
-    yield i // batch_size, x[i:i + batch_size]
+    yield i // batch_size, x[i : i + batch_size]
 
 
-def likelihood_bounds(mdl, images, num_importance_samples, seed, batch_size=100,
-                      chunk_size=100, discretized=False):
+def likelihood_bounds(
+  mdl, images, num_importance_samples, seed, batch_size=100, chunk_size=100, discretized=False
+):
   """Per-image IWAE bound and k-sample ELBO, float64 [N] each (log-likelihoods, nats).
 
   images: float32 [N, H, W, C] (binary, or bin centres when discretized).
   Batch j uses the seed fold_in(seed, j).
   """
-  fn = tf.function(lambda x, s: mdl.importance_bounds(
-      x, num_importance_samples, s, chunk_size=chunk_size, discretized=discretized),
-                   autograph=False)  # explicit tf.while_loop; autograph only slows tracing
+  fn = tf.function(
+    lambda x, s: mdl.importance_bounds(
+      x, num_importance_samples, s, chunk_size=chunk_size, discretized=discretized
+    ),
+    autograph=False,
+  )  # explicit tf.while_loop; autograph only slows tracing
   iwae, elbo = [], []
   progress = _Progress(f"IWAE k={num_importance_samples}", len(images))
   for j, x in _batches(images, batch_size):
@@ -122,8 +127,7 @@ def reconstructions(mdl, images, batch_size=100):
 
 def generate(mdl, num, seed, batch_size=500):
   """`num` decoder means of prior draws, clipped to [0, 1]: float32 [num, H, W, C]."""
-  fn = tf.function(lambda n, s: tf.clip_by_value(mdl.sample(n, s)[0], 0.0, 1.0),
-                   autograph=False)
+  fn = tf.function(lambda n, s: tf.clip_by_value(mdl.sample(n, s)[0], 0.0, 1.0), autograph=False)
   out = []
   for j, start in enumerate(range(0, num, batch_size)):
     out.append(fn(min(batch_size, num - start), noise.fold_in(seed, j)).numpy())
@@ -151,19 +155,21 @@ def _write_json_atomic(obj, path):
 
 
 @gin.configurable("evaluate", denylist=["model_dir", "checkpoint"])
-def evaluate(model_dir,
-             checkpoint=None,
-             split="test",
-             batch_size=100,
-             max_examples=None,
-             num_importance_samples=1000,
-             iwae_chunk_size=100,
-             num_generated=10000,
-             num_splits=10,
-             seed=0,
-             inception_weights=None,
-             classifier_dir=None,
-             output_dir=None):
+def evaluate(
+  model_dir,
+  checkpoint=None,
+  split="test",
+  batch_size=100,
+  max_examples=None,
+  num_importance_samples=1000,
+  iwae_chunk_size=100,
+  num_generated=10000,
+  num_splits=10,
+  seed=0,
+  inception_weights=None,
+  classifier_dir=None,
+  output_dir=None,
+):
   """Evaluates a checkpoint of model_dir; returns the metrics dict it writes.
 
   Args:
@@ -183,20 +189,24 @@ def evaluate(model_dir,
   """
   if split not in ("test", "validation"):
     raise config.ConfigError(f"evaluate.split must be 'test' or 'validation', got {split!r}")
-  for name, value, minimum in (("num_importance_samples", num_importance_samples, 1),
-                               ("batch_size", batch_size, 1),
-                               ("iwae_chunk_size", iwae_chunk_size, 1),
-                               ("num_generated", num_generated, 0)):
+  for name, value, minimum in (
+    ("num_importance_samples", num_importance_samples, 1),
+    ("batch_size", batch_size, 1),
+    ("iwae_chunk_size", iwae_chunk_size, 1),
+    ("num_generated", num_generated, 0),
+  ):
     if not isinstance(value, int) or value < minimum:
       raise config.ConfigError(f"evaluate.{name} must be an integer >= {minimum}, got {value!r}")
   if not isinstance(num_splits, int) or num_splits < 1:
     raise config.ConfigError(f"evaluate.num_splits must be an integer >= 1, got {num_splits!r}")
   if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
-    raise config.ConfigError(f"evaluate.max_examples must be None or an integer >= 1, got "
-                             f"{max_examples!r}")
+    raise config.ConfigError(
+      f"evaluate.max_examples must be None or an integer >= 1, got {max_examples!r}"
+    )
   if num_generated and num_generated < max(2, num_splits):
-    raise config.ConfigError(f"evaluate.num_generated={num_generated} must be 0 or >= "
-                             f"max(2, num_splits={num_splits})")
+    raise config.ConfigError(
+      f"evaluate.num_generated={num_generated} must be 0 or >= max(2, num_splits={num_splits})"
+    )
   checkpoint = export_lib.resolve_checkpoint(model_dir, checkpoint)
   nets, skipped = {}, {}
   if inception_weights:  # Fail before any work if a configured file is missing.
@@ -220,46 +230,62 @@ def evaluate(model_dir,
     raise data.DataError(f"the {split} split of {splits.name} is empty")
   eval_images = raw
   if splits.binary:  # Binary likelihoods are evaluated on data binarised once.
-    eval_images = (splits.test_binarized[:len(raw)] if split == "test" and
-                   splits.test_binarized is not None else data._binarize_once(raw))  # pylint: disable=protected-access
+    eval_images = (
+      splits.test_binarized[: len(raw)]
+      if split == "test" and splits.test_binarized is not None
+      else data._binarize_once(raw)
+    )  # pylint: disable=protected-access
   x = data.to_float(eval_images, splits.binary)
   real = data.to_float(raw, splits.binary)  # grey levels (binary) or bin centres
   if nets and len(real) < max(2, num_splits):
-    raise config.ConfigError(f"IS/FID need at least max(2, evaluate.num_splits={num_splits}) "
-                             f"real images; the {split} split has {len(real)}")
+    raise config.ConfigError(
+      f"IS/FID need at least max(2, evaluate.num_splits={num_splits}) "
+      f"real images; the {split} split has {len(real)}"
+    )
   if "classifier" in nets and nets["classifier"].image_shape != splits.image_shape:
-    raise config.ConfigError(f"classifier expects images {nets['classifier'].image_shape}, "
-                             f"data has {splits.image_shape}")
+    raise config.ConfigError(
+      f"classifier expects images {nets['classifier'].image_shape}, data has {splits.image_shape}"
+    )
 
   mdl = model_lib.build_for_data(splits)
   step = export_lib.restore_model(mdl, checkpoint)
   discretized = _is_discretized(mdl)
-  logging.info("evaluating %s (step %d) on %d %s images of %s", checkpoint, step, len(x),
-               split, splits.name)
+  logging.info(
+    "evaluating %s (step %d) on %d %s images of %s", checkpoint, step, len(x), split, splits.name
+  )
   seeds = noise.split(tf.constant([seed, 7], tf.int32), 2)
-  metrics = dict(checkpoint=checkpoint, step=step, dataset=splits.name, split=split,
-                 num_examples=int(len(x)), data=splits.note,
-                 num_importance_samples=num_importance_samples,
-                 likelihood="discretized_gaussian" if discretized else
-                 type(mdl.likelihood).__name__.replace("Likelihood", "").lower(),
-                 skipped=skipped, seconds={})
+  metrics = dict(
+    checkpoint=checkpoint,
+    step=step,
+    dataset=splits.name,
+    split=split,
+    num_examples=int(len(x)),
+    data=splits.note,
+    num_importance_samples=num_importance_samples,
+    likelihood="discretized_gaussian"
+    if discretized
+    else type(mdl.likelihood).__name__.replace("Likelihood", "").lower(),
+    skipped=skipped,
+    seconds={},
+  )
 
   t0 = time.time()
-  iwae, elbo = likelihood_bounds(mdl, x, num_importance_samples, seeds[0], batch_size,
-                                 iwae_chunk_size, discretized)
+  iwae, elbo = likelihood_bounds(
+    mdl, x, num_importance_samples, seeds[0], batch_size, iwae_chunk_size, discretized
+  )
   if not (np.all(np.isfinite(iwae)) and np.all(np.isfinite(elbo))):
-    raise FloatingPointError(f"non-finite likelihood bound for {np.sum(~np.isfinite(iwae))} "
-                             f"images: the checkpoint is broken")
+    raise FloatingPointError(
+      f"non-finite likelihood bound for {np.sum(~np.isfinite(iwae))} "
+      f"images: the checkpoint is broken"
+    )
   metrics["neg_elbo"], metrics["neg_elbo_se"] = eval_lib.mean_and_standard_error(-elbo)
   metrics["iwae_nll"], metrics["iwae_nll_se"] = eval_lib.mean_and_standard_error(-iwae)
   if discretized:
     dims = int(np.prod(splits.image_shape))
-    for key, bpd_key in (("neg_elbo", "neg_elbo_bits_per_dim"),
-                         ("iwae_nll", "iwae_bits_per_dim")):
+    for key, bpd_key in (("neg_elbo", "neg_elbo_bits_per_dim"), ("iwae_nll", "iwae_bits_per_dim")):
       metrics[bpd_key] = float(eval_lib.nats_to_bits_per_dim(metrics[key], dims))
-      metrics[bpd_key + "_se"] = float(eval_lib.nats_to_bits_per_dim(metrics[key + "_se"],
-                                                                     dims))
-  metrics.update(ratio_diagnostics(mdl, x, noise.fold_in(seeds[0], 10 ** 6), batch_size))
+      metrics[bpd_key + "_se"] = float(eval_lib.nats_to_bits_per_dim(metrics[key + "_se"], dims))
+  metrics.update(ratio_diagnostics(mdl, x, noise.fold_in(seeds[0], 10**6), batch_size))
   metrics["seconds"]["likelihood"] = time.time() - t0
 
   t0 = time.time()
@@ -277,8 +303,7 @@ def evaluate(model_dir,
     metrics["seconds"]["generate"] = time.time() - t0
   for key, net in nets.items():
     t0 = time.time()
-    logging.info("%s metrics on %d generated and %d real images", key, num_generated,
-                 len(real))
+    logging.info("%s metrics on %d generated and %d real images", key, num_generated, len(real))
     score, std, real_score, fid = sample_quality(net, generated, real, num_splits)
     prefix = "inception_score" if key == "inception" else "classifier_score"
     metrics[prefix], metrics[prefix + "_std"], metrics[prefix + "_real"] = score, std, real_score
@@ -307,28 +332,48 @@ def evaluate(model_dir,
 
 def format_table(metrics):
   """Human-readable table of a metrics dict (the CLI's output)."""
-  rows = [("checkpoint", f"{metrics['checkpoint']} (step {metrics['step']})"),
-          ("data", f"{metrics['dataset']} {metrics['split']}, {metrics['num_examples']} images"),
-          ("-ELBO (eq. 1)", f"{metrics['neg_elbo']:.3f} +- {metrics['neg_elbo_se']:.3f} nats"),
-          (f"IWAE NLL (k={metrics['num_importance_samples']})",
-           f"{metrics['iwae_nll']:.3f} +- {metrics['iwae_nll_se']:.3f} nats")]
+  rows = [
+    ("checkpoint", f"{metrics['checkpoint']} (step {metrics['step']})"),
+    ("data", f"{metrics['dataset']} {metrics['split']}, {metrics['num_examples']} images"),
+    ("-ELBO (eq. 1)", f"{metrics['neg_elbo']:.3f} +- {metrics['neg_elbo_se']:.3f} nats"),
+    (
+      f"IWAE NLL (k={metrics['num_importance_samples']})",
+      f"{metrics['iwae_nll']:.3f} +- {metrics['iwae_nll_se']:.3f} nats",
+    ),
+  ]
   if "iwae_bits_per_dim" in metrics:
-    rows += [("-ELBO bits/dim", f"{metrics['neg_elbo_bits_per_dim']:.4f} +- "
-                                f"{metrics['neg_elbo_bits_per_dim_se']:.4f}"),
-             ("IWAE bits/dim", f"{metrics['iwae_bits_per_dim']:.4f} +- "
-                               f"{metrics['iwae_bits_per_dim_se']:.4f}")]
+    rows += [
+      (
+        "-ELBO bits/dim",
+        f"{metrics['neg_elbo_bits_per_dim']:.4f} +- {metrics['neg_elbo_bits_per_dim_se']:.4f}",
+      ),
+      (
+        "IWAE bits/dim",
+        f"{metrics['iwae_bits_per_dim']:.4f} +- {metrics['iwae_bits_per_dim_se']:.4f}",
+      ),
+    ]
   rows.append((f"RMSE (pixels in {metrics['rmse_pixel_scale']})", f"{metrics['rmse']:.4f}"))
   if "inception_score" in metrics:
-    rows += [("Inception Score", f"{metrics['inception_score']:.3f} +- "
-                                 f"{metrics['inception_score_std']:.3f} (real data "
-                                 f"{metrics['inception_score_real']:.3f})"),
-             ("FID", f"{metrics['fid']:.3f}")]
+    rows += [
+      (
+        "Inception Score",
+        f"{metrics['inception_score']:.3f} +- "
+        f"{metrics['inception_score_std']:.3f} (real data "
+        f"{metrics['inception_score_real']:.3f})",
+      ),
+      ("FID", f"{metrics['fid']:.3f}"),
+    ]
   if "classifier_score" in metrics:
-    rows += [("classifier score", f"{metrics['classifier_score']:.3f} +- "
-                                  f"{metrics['classifier_score_std']:.3f} (real data "
-                                  f"{metrics['classifier_score_real']:.3f})"),
-             ("classifier FID", f"{metrics['classifier_fid']:.3f}"),
-             ("classifier test accuracy", f"{metrics['classifier_test_accuracy']:.4f}")]
+    rows += [
+      (
+        "classifier score",
+        f"{metrics['classifier_score']:.3f} +- "
+        f"{metrics['classifier_score_std']:.3f} (real data "
+        f"{metrics['classifier_score_real']:.3f})",
+      ),
+      ("classifier FID", f"{metrics['classifier_fid']:.3f}"),
+      ("classifier test accuracy", f"{metrics['classifier_test_accuracy']:.4f}"),
+    ]
   for key, reason in metrics.get("skipped", {}).items():
     rows.append((f"{key} metrics", f"skipped: {reason}"))
   width = max(len(r[0]) for r in rows)

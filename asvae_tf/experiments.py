@@ -44,16 +44,17 @@ def train_and_evaluate(gin_file, model_dir, bindings=(), eval_bindings=(), check
     metrics = evaluation.evaluate(model_dir, checkpoint=checkpoint)
   finally:
     gin.clear_config()
-  metrics.update(train_seconds=train_seconds, eval_seconds=time.time() - t0,
-                 final_step=result["step"])
+  metrics.update(
+    train_seconds=train_seconds, eval_seconds=time.time() - t0, final_step=result["step"]
+  )
   return metrics
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
   label: str
-  gin_file: str                   # in gin/
-  paper: Dict[str, float]         # metric key -> the paper's number
+  gin_file: str  # in gin/
+  paper: Dict[str, float]  # metric key -> the paper's number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,59 +62,105 @@ class Table:
   title: str
   rows: Dict[str, Row]
   columns: Tuple[Tuple[str, str, str], ...]  # (metric key, header, format)
-  quick_shape: Tuple[int, int, int]          # synthetic stand-in data for --quick
+  quick_shape: Tuple[int, int, int]  # synthetic stand-in data for --quick
 
 
-_MNIST_COLUMNS = (("neg_elbo", "-ELBO (nats)", ".2f"), ("iwae_nll", "IWAE NLL (nats)", ".2f"),
-                  ("classifier_fid", "classifier FID", ".2f"),
-                  ("classifier_score", "classifier score", ".2f"))
-_NATURAL_COLUMNS = (("neg_elbo_bits_per_dim", "NLL bits/dim (-ELBO)", ".3f"),
-                    ("iwae_bits_per_dim", "IWAE bits/dim", ".3f"),
-                    ("rmse", "RMSE [0, 255]", ".2f"), ("inception_score", "IS", ".2f"),
-                    ("fid", "FID", ".2f"))
+_MNIST_COLUMNS = (
+  ("neg_elbo", "-ELBO (nats)", ".2f"),
+  ("iwae_nll", "IWAE NLL (nats)", ".2f"),
+  ("classifier_fid", "classifier FID", ".2f"),
+  ("classifier_score", "classifier score", ".2f"),
+)
+_NATURAL_COLUMNS = (
+  ("neg_elbo_bits_per_dim", "NLL bits/dim (-ELBO)", ".3f"),
+  ("iwae_bits_per_dim", "IWAE bits/dim", ".3f"),
+  ("rmse", "RMSE [0, 255]", ".2f"),
+  ("inception_score", "IS", ".2f"),
+  ("fid", "FID", ".2f"),
+)
 
 PAPER_TABLES = {
-    1: Table("Table 1: NLL on MNIST (paper: negative ELBO of eq. 1, nats)", {
-        "vae": Row("VAE, planar K=80 (paper: NF k=80)", "mnist_vae.gin", {"neg_elbo": 85.1}),
-        "asvae_r": Row("AS-VAE-r", "mnist_asvae_r.gin", {"neg_elbo": 81.14}),
-        "asvae_g": Row("AS-VAE-g", "mnist_asvae_g.gin", {"neg_elbo": 146.32}),
-        "asvae": Row("AS-VAE", "mnist.gin", {"neg_elbo": 82.51}),
-    }, _MNIST_COLUMNS, (28, 28, 1)),
-    2: Table("Table 2: CIFAR-10 (NLL in bits/dim, RMSE on [0, 255], IS)", {
-        "asvae_r": Row("AS-VAE-r", "cifar10_asvae_r.gin",
-                       {"neg_elbo_bits_per_dim": 3.09, "rmse": 3.17, "inception_score": 2.91}),
-        "asvae_g": Row("AS-VAE-g", "cifar10_asvae_g.gin",
-                       {"neg_elbo_bits_per_dim": 93.12, "rmse": 13.12, "inception_score": 6.89}),
-        "asvae": Row("AS-VAE", "cifar10.gin",
-                     {"neg_elbo_bits_per_dim": 3.32, "rmse": 3.36, "inception_score": 6.34}),
-    }, _NATURAL_COLUMNS, (32, 32, 3)),
-    3: Table("Table 3: ImageNet 64x64 (NLL in bits/dim, IS)", {
-        "asvae": Row("AS-VAE", "imagenet64.gin",
-                     {"neg_elbo_bits_per_dim": 3.71, "inception_score": 11.14}),
-    }, _NATURAL_COLUMNS, (64, 64, 3)),
+  1: Table(
+    "Table 1: NLL on MNIST (paper: negative ELBO of eq. 1, nats)",
+    {
+      "vae": Row("VAE, planar K=80 (paper: NF k=80)", "mnist_vae.gin", {"neg_elbo": 85.1}),
+      "asvae_r": Row("AS-VAE-r", "mnist_asvae_r.gin", {"neg_elbo": 81.14}),
+      "asvae_g": Row("AS-VAE-g", "mnist_asvae_g.gin", {"neg_elbo": 146.32}),
+      "asvae": Row("AS-VAE", "mnist.gin", {"neg_elbo": 82.51}),
+    },
+    _MNIST_COLUMNS,
+    (28, 28, 1),
+  ),
+  2: Table(
+    "Table 2: CIFAR-10 (NLL in bits/dim, RMSE on [0, 255], IS)",
+    {
+      "asvae_r": Row(
+        "AS-VAE-r",
+        "cifar10_asvae_r.gin",
+        {"neg_elbo_bits_per_dim": 3.09, "rmse": 3.17, "inception_score": 2.91},
+      ),
+      "asvae_g": Row(
+        "AS-VAE-g",
+        "cifar10_asvae_g.gin",
+        {"neg_elbo_bits_per_dim": 93.12, "rmse": 13.12, "inception_score": 6.89},
+      ),
+      "asvae": Row(
+        "AS-VAE",
+        "cifar10.gin",
+        {"neg_elbo_bits_per_dim": 3.32, "rmse": 3.36, "inception_score": 6.34},
+      ),
+    },
+    _NATURAL_COLUMNS,
+    (32, 32, 3),
+  ),
+  3: Table(
+    "Table 3: ImageNet 64x64 (NLL in bits/dim, IS)",
+    {
+      "asvae": Row(
+        "AS-VAE", "imagenet64.gin", {"neg_elbo_bits_per_dim": 3.71, "inception_score": 11.14}
+      ),
+    },
+    _NATURAL_COLUMNS,
+    (64, 64, 3),
+  ),
 }
 
 # --quick: tiny networks on synthetic data of the table's shape, 2 steps, tiny evaluation.
-_QUICK_MLP = ["mlp_encoder.hidden_units = (16,)", "mlp_decoder.hidden_units = (16,)",
-              "joint_discriminator.x_units = (8,)", "joint_discriminator.z_units = (8,)",
-              "joint_discriminator.joint_units = (8,)", "posterior.num_flows = 2"]
-_QUICK_CONV = [f"{net}.{key} = {value}"
-               for net in ("conv_encoder", "conv_decoder", "conv_joint_discriminator")
-               for key, value in (("base_width", 4), ("max_width", 8))] + [
-                   "conv_joint_discriminator.z_units = (8,)",
-                   "conv_joint_discriminator.joint_units = (8,)"]
+_QUICK_MLP = [
+  "mlp_encoder.hidden_units = (16,)",
+  "mlp_decoder.hidden_units = (16,)",
+  "joint_discriminator.x_units = (8,)",
+  "joint_discriminator.z_units = (8,)",
+  "joint_discriminator.joint_units = (8,)",
+  "posterior.num_flows = 2",
+]
+_QUICK_CONV = [
+  f"{net}.{key} = {value}"
+  for net in ("conv_encoder", "conv_decoder", "conv_joint_discriminator")
+  for key, value in (("base_width", 4), ("max_width", 8))
+] + ["conv_joint_discriminator.z_units = (8,)", "conv_joint_discriminator.joint_units = (8,)"]
 
 
 def quick_bindings(table):
   """Training and evaluation bindings of a --quick smoke run of `table`."""
   shape = PAPER_TABLES[table].quick_shape
   train = (_QUICK_MLP if shape[-1] == 1 else _QUICK_CONV) + [
-      "model.latent_dim = 4", "dataset.name = 'synthetic'",
-      f"dataset.synthetic_image_shape = {shape}", "dataset.synthetic_num_examples = 64",
-      "train.batch_size = 8", "train.num_steps = 2", "train.validate_every = 2",
-      "train.strategy = 'default'", "train.early_stopping_patience = 0"]
-  evaluate = ["evaluate.num_importance_samples = 5", "evaluate.num_generated = 20",
-              "evaluate.num_splits = 2", "evaluate.max_examples = 16"]
+    "model.latent_dim = 4",
+    "dataset.name = 'synthetic'",
+    f"dataset.synthetic_image_shape = {shape}",
+    "dataset.synthetic_num_examples = 64",
+    "train.batch_size = 8",
+    "train.num_steps = 2",
+    "train.validate_every = 2",
+    "train.strategy = 'default'",
+    "train.early_stopping_patience = 0",
+  ]
+  evaluate = [
+    "evaluate.num_importance_samples = 5",
+    "evaluate.num_generated = 20",
+    "evaluate.num_splits = 2",
+    "evaluate.max_examples = 16",
+  ]
   return train, evaluate
 
 
@@ -134,13 +181,25 @@ def reproduce(table, work_dir, bindings=(), eval_bindings=(), models=None, quick
   for key in models:
     row = spec.rows[key]
     results[key] = train_and_evaluate(
-        os.path.join(GIN_DIR, row.gin_file), os.path.join(work_dir, key),
-        train_b + list(bindings), eval_b + list(eval_bindings))
+      os.path.join(GIN_DIR, row.gin_file),
+      os.path.join(work_dir, key),
+      train_b + list(bindings),
+      eval_b + list(eval_bindings),
+    )
   text = format_comparison(table, results, quick)
   os.makedirs(work_dir, exist_ok=True)
   with open(os.path.join(work_dir, f"table{table}.json"), "w") as f:
-    json.dump(dict(table=table, quick=quick, bindings=list(bindings),
-                   eval_bindings=list(eval_bindings), results=results), f, indent=2)
+    json.dump(
+      dict(
+        table=table,
+        quick=quick,
+        bindings=list(bindings),
+        eval_bindings=list(eval_bindings),
+        results=results,
+      ),
+      f,
+      indent=2,
+    )
   with open(os.path.join(work_dir, f"table{table}.md"), "w") as f:
     f.write(text + "\n")
   return results, text
@@ -153,8 +212,12 @@ def format_comparison(table, results, quick=False):
   for _, name, _ in spec.columns:
     head += [f"{name} paper", f"{name} ours"]
   head += ["checkpoint step", "train + eval min"]
-  lines = [f"{spec.title}{' (QUICK smoke run: synthetic data, not a result)' if quick else ''}",
-           "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  lines = [
+    f"{spec.title}{' (QUICK smoke run: synthetic data, not a result)' if quick else ''}",
+    "",
+    "| " + " | ".join(head) + " |",
+    "|" + "---|" * len(head),
+  ]
   for key, m in results.items():
     row = spec.rows[key]
     cells = [row.label]

@@ -62,10 +62,8 @@ def _check_images(images, h, w, c):
   what = f"images must be float32 [N, {h}, {w}, {c}] with values in [0, 1]"
   with tf.control_dependencies([_check_shape(images, [None, h, w, c], what)]):
     return [
-        tf.debugging.assert_greater_equal(images, 0.0,
-                                          message=f"{what}; got a value < 0 (or NaN)"),
-        tf.debugging.assert_less_equal(images, 1.0,
-                                       message=f"{what}; got a value > 1 (or NaN)"),
+      tf.debugging.assert_greater_equal(images, 0.0, message=f"{what}; got a value < 0 (or NaN)"),
+      tf.debugging.assert_less_equal(images, 1.0, message=f"{what}; got a value > 1 (or NaN)"),
     ]
 
 
@@ -86,8 +84,10 @@ class AsvaeServing(tf.Module):
     # keras-team/keras#20095, #23553.
     # Only the generator's weights (encoder, posterior, decoder): nothing here uses the
     # discriminators, and saving fails loudly if a captured variable were missed.
-    self.model_variables = [getattr(v, "value", v) for v in
-                            mdl.encoder.weights + mdl.posterior.weights + mdl.decoder.weights]
+    self.model_variables = [
+      getattr(v, "value", v)
+      for v in mdl.encoder.weights + mdl.posterior.weights + mdl.decoder.weights
+    ]
     self.get_model = lambda: mdl  # not tracked
     h, w, c = mdl.image_shape
     d = mdl.latent_dim
@@ -112,7 +112,9 @@ class AsvaeServing(tf.Module):
         z = tf.debugging.assert_all_finite(z, message=what)
       return {"images": mdl.likelihood.mean(mdl.decode(z))}
 
-    @tf.function(autograph=False, input_signature=[tf.TensorSpec([], tf.int32, name="num_samples"), seed])
+    @tf.function(
+      autograph=False, input_signature=[tf.TensorSpec([], tf.int32, name="num_samples"), seed]
+    )
     def sample(num_samples, seed):
       with tf.control_dependencies([_check_positive(num_samples, "num_samples")]):
         num_samples, seed = tf.identity(num_samples), tf.identity(seed)
@@ -126,16 +128,22 @@ class AsvaeServing(tf.Module):
       z, _ = mdl.encode(images, seed)
       return {"images": mdl.likelihood.mean(mdl.decode(z))}
 
-    @tf.function(autograph=False, input_signature=[
-        images, tf.TensorSpec([], tf.int32, name="num_importance_samples"), seed])
+    @tf.function(
+      autograph=False,
+      input_signature=[images, tf.TensorSpec([], tf.int32, name="num_importance_samples"), seed],
+    )
     def log_likelihood(images, num_importance_samples, seed):
       checks = _check_images(images, h, w, c) + [
-          _check_positive(num_importance_samples, "num_importance_samples")]
+        _check_positive(num_importance_samples, "num_importance_samples")
+      ]
       with tf.control_dependencies(checks):
         images, seed = tf.identity(images), tf.identity(seed)
         num_importance_samples = tf.identity(num_importance_samples)
-      return {"log_likelihood": mdl.iwae_log_likelihood(
-          images, num_importance_samples, seed, chunk_size=IWAE_CHUNK_SIZE)}
+      return {
+        "log_likelihood": mdl.iwae_log_likelihood(
+          images, num_importance_samples, seed, chunk_size=IWAE_CHUNK_SIZE
+        )
+      }
 
     self.encode = encode
     self.decode = decode
@@ -144,25 +152,30 @@ class AsvaeServing(tf.Module):
     self.log_likelihood = log_likelihood
 
   def signatures(self):
-    return {"encode": self.encode, "decode": self.decode, "sample": self.sample,
-            "reconstruct": self.reconstruct, "log_likelihood": self.log_likelihood,
-            "serving_default": self.encode}
+    return {
+      "encode": self.encode,
+      "decode": self.decode,
+      "sample": self.sample,
+      "reconstruct": self.reconstruct,
+      "log_likelihood": self.log_likelihood,
+      "serving_default": self.encode,
+    }
 
 
 def metadata(mdl, step, dataset=None):
   """The metadata dict written to assets/asvae_metadata.json."""
   return {
-      "dataset": dataset,
-      "image_shape": list(mdl.image_shape),
-      "latent_dim": mdl.latent_dim,
-      "posterior_kind": mdl.posterior.kind,
-      "num_flows": mdl.posterior.num_flows,
-      "objective": mdl.objective.name,
-      "likelihood": type(mdl.likelihood).__name__,
-      "training_step": None if step is None else int(step),
-      "asvae_tf_version": asvae_tf.__version__,
-      "tensorflow_version": tf.__version__,
-      "signatures": list(SIGNATURES),
+    "dataset": dataset,
+    "image_shape": list(mdl.image_shape),
+    "latent_dim": mdl.latent_dim,
+    "posterior_kind": mdl.posterior.kind,
+    "num_flows": mdl.posterior.num_flows,
+    "objective": mdl.objective.name,
+    "likelihood": type(mdl.likelihood).__name__,
+    "training_step": None if step is None else int(step),
+    "asvae_tf_version": asvae_tf.__version__,
+    "tensorflow_version": tf.__version__,
+    "signatures": list(SIGNATURES),
   }
 
 
@@ -187,10 +200,14 @@ def export(mdl, export_dir, operative_config, step=None, dataset=None):
     module = AsvaeServing(mdl, paths)
     # Write beside the target, then swap: a failed export leaves the old one intact,
     # and only a directory that IS a SavedModel (or empty) is ever replaced.
-    if os.path.isdir(export_dir) and os.listdir(export_dir) and not os.path.isfile(
-        os.path.join(export_dir, "saved_model.pb")):
-      raise FileExistsError(f"export_dir {export_dir} exists and is not a SavedModel; "
-                            "refusing to replace it")
+    if (
+      os.path.isdir(export_dir)
+      and os.listdir(export_dir)
+      and not os.path.isfile(os.path.join(export_dir, "saved_model.pb"))
+    ):
+      raise FileExistsError(
+        f"export_dir {export_dir} exists and is not a SavedModel; refusing to replace it"
+      )
     staging = export_dir.rstrip("/") + ".partial"
     if os.path.isdir(staging):
       shutil.rmtree(staging)
@@ -250,8 +267,10 @@ def restore_model(mdl, checkpoint):
     status.expect_partial()
   except (AssertionError, ValueError, tf.errors.OpError) as e:
     first = " ".join(str(e).split())[:300]
-    raise config.ConfigError(f"checkpoint {checkpoint} does not match the configured model "
-                             f"(different architecture or data shape?): {first}") from None
+    raise config.ConfigError(
+      f"checkpoint {checkpoint} does not match the configured model "
+      f"(different architecture or data shape?): {first}"
+    ) from None
   return int(step.numpy())
 
 

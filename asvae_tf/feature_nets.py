@@ -48,7 +48,7 @@ class _FeatureNet:
     bs = int(batch_size or self.batch_size)
     probs, feats = [], []
     for i in range(0, len(images), bs):
-      p, f = self._forward(tf.constant(images[i:i + bs]))
+      p, f = self._forward(tf.constant(images[i : i + bs]))
       probs.append(p.numpy().astype(np.float64))
       feats.append(f.numpy().astype(np.float64))
     return np.concatenate(probs), np.concatenate(feats)
@@ -60,15 +60,17 @@ class InceptionNet(_FeatureNet):
   def __init__(self, weights_path, batch_size=50):
     if not weights_path or not os.path.isfile(weights_path):
       raise FileNotFoundError(
-          f"InceptionV3 weights file not found: {weights_path!r} (machines here cannot "
-          f"download it; copy Keras' inception_v3_weights_tf_dim_ordering_tf_kernels.h5 "
-          f"there, or leave evaluate.inception_weights unset to skip IS/FID)")
+        f"InceptionV3 weights file not found: {weights_path!r} (machines here cannot "
+        f"download it; copy Keras' inception_v3_weights_tf_dim_ordering_tf_kernels.h5 "
+        f"there, or leave evaluate.inception_weights unset to skip IS/FID)"
+      )
     try:
       base = keras.applications.InceptionV3(include_top=True, weights=weights_path)
     except (ValueError, OSError, KeyError) as e:
       raise config.ConfigError(
-          f"{weights_path} is not a weights file of Keras' InceptionV3 with its top "
-          f"(1000-class) layer: {' '.join(str(e).split())[:200]}") from None
+        f"{weights_path} is not a weights file of Keras' InceptionV3 with its top "
+        f"(1000-class) layer: {' '.join(str(e).split())[:200]}"
+      ) from None
     net = keras.Model(base.inputs, [base.output, base.get_layer("avg_pool").output])
     self.name = os.path.basename(weights_path)
 
@@ -87,17 +89,21 @@ class Classifier(_FeatureNet):
   def __init__(self, directory, batch_size=500):
     path = os.path.join(directory, CLASSIFIER_FILE)
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"no {CLASSIFIER_FILE} in {directory!r}; train one with "
-                              f"tools/train_classifier.py --output_dir={directory}")
+      raise FileNotFoundError(
+        f"no {CLASSIFIER_FILE} in {directory!r}; train one with "
+        f"tools/train_classifier.py --output_dir={directory}"
+      )
     try:
       net = keras.saving.load_model(path, compile=False)
       feat = keras.Model(net.inputs, [net.output, net.get_layer(FEATURES_LAYER).output])
       with open(os.path.join(directory, CLASSIFIER_METADATA)) as f:
         self.metadata = json.load(f)
     except (ValueError, OSError, KeyError) as e:  # corrupt files, json errors included
-      raise config.ConfigError(f"cannot load the classifier in {directory!r} (saved by "
-                               f"tools/train_classifier.py?): "
-                               f"{' '.join(str(e).split())[:200]}") from None
+      raise config.ConfigError(
+        f"cannot load the classifier in {directory!r} (saved by "
+        f"tools/train_classifier.py?): "
+        f"{' '.join(str(e).split())[:200]}"
+      ) from None
     self.name = f"classifier ({directory})"
     self.image_shape = tuple(net.inputs[0].shape[1:])
     super().__init__(lambda x: feat(x, training=False), batch_size)
@@ -152,15 +158,26 @@ def load_labeled_mnist(local_dir):
     train_x, train_y = data.read_idx_images(train_images), data.read_idx_labels(train_labels)
     if len(train_x) != len(train_y):
       raise data.DataError(f"{len(train_x)} train images but {len(train_y)} labels")
-    return dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                note="full MNIST: train 60k / test t10k")
+    return dict(
+      train_x=train_x,
+      train_y=train_y,
+      test_x=test_x,
+      test_y=test_y,
+      note="full MNIST: train 60k / test t10k",
+    )
   n = data.MNIST10K_NUM_TRAIN
-  return dict(train_x=test_x[:n], train_y=test_y[:n], test_x=test_x[n:], test_y=test_y[n:],
-              note="MNIST-10k: t10k 0..7999 train / 8000..9999 test")
+  return dict(
+    train_x=test_x[:n],
+    train_y=test_y[:n],
+    test_x=test_x[n:],
+    test_y=test_y[n:],
+    note="MNIST-10k: t10k 0..7999 train / 8000..9999 test",
+  )
 
 
-def train_classifier(local_dir, output_dir, epochs=8, batch_size=128, seed=0,
-                     max_train_examples=None, verbose=2):
+def train_classifier(
+  local_dir, output_dir, epochs=8, batch_size=128, seed=0, max_train_examples=None, verbose=2
+):
   """Trains `build_classifier` on labelled MNIST and saves it to output_dir.
 
   Args:
@@ -180,17 +197,34 @@ def train_classifier(local_dir, output_dir, epochs=8, batch_size=128, seed=0,
     train_x, train_y = train_x[:max_train_examples], train_y[:max_train_examples]
   keras.utils.set_random_seed(seed)
   net = build_classifier()
-  net.compile(optimizer=keras.optimizers.Adam(1e-3),
-              loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-  net.fit(train_x.astype(np.float32) / 255.0, train_y.astype(np.int32), epochs=epochs,
-          batch_size=batch_size, shuffle=True, verbose=verbose)
-  _, accuracy = net.evaluate(d["test_x"].astype(np.float32) / 255.0,
-                             d["test_y"].astype(np.int32), verbose=0)
+  net.compile(
+    optimizer=keras.optimizers.Adam(1e-3),
+    loss="sparse_categorical_crossentropy",
+    metrics=["accuracy"],
+  )
+  net.fit(
+    train_x.astype(np.float32) / 255.0,
+    train_y.astype(np.int32),
+    epochs=epochs,
+    batch_size=batch_size,
+    shuffle=True,
+    verbose=verbose,
+  )
+  _, accuracy = net.evaluate(
+    d["test_x"].astype(np.float32) / 255.0, d["test_y"].astype(np.int32), verbose=0
+  )
   os.makedirs(output_dir, exist_ok=True)
   net.save(os.path.join(output_dir, CLASSIFIER_FILE))
-  metadata = dict(test_accuracy=float(accuracy), num_train=int(len(train_x)),
-                  num_test=int(len(d["test_x"])), data=d["note"], epochs=int(epochs),
-                  batch_size=int(batch_size), seed=int(seed), source_dir=str(local_dir))
+  metadata = dict(
+    test_accuracy=float(accuracy),
+    num_train=int(len(train_x)),
+    num_test=int(len(d["test_x"])),
+    data=d["note"],
+    epochs=int(epochs),
+    batch_size=int(batch_size),
+    seed=int(seed),
+    source_dir=str(local_dir),
+  )
   with open(os.path.join(output_dir, CLASSIFIER_METADATA), "w") as f:
     json.dump(metadata, f, indent=2)
   return metadata

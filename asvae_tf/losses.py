@@ -97,6 +97,7 @@ class Objective:
     needs_encoder_branch: whether the generator needs z ~ q_phi(z|x) and
       log p_theta(x|z): the encoder branch (eq. 1 / first half of eq. 11).
   """
+
   name: str
   generator: Callable
   discriminators: Tuple[str, ...]
@@ -105,15 +106,34 @@ class Objective:
 
 
 OBJECTIVES = {
-    "vae": Objective("vae", lambda t: vae(t.log_px_given_zq, t.log_pzq, t.log_qzq),
-                     (), needs_prior_log_q=False, needs_encoder_branch=True),
-    "asvae_r": Objective("asvae_r", lambda t: asvae_r(t.f1_real, t.log_px_given_zq),
-                         ("eq5",), needs_prior_log_q=False, needs_encoder_branch=True),
-    "asvae_g": Objective("asvae_g", lambda t: asvae_g(t.f2_real, t.log_q_prior),
-                         ("eq6",), needs_prior_log_q=True, needs_encoder_branch=False),
-    "asvae": Objective("asvae", lambda t: asvae(t.f1_real, t.log_px_given_zq,
-                                                t.f2_real, t.log_q_prior),
-                       ("eq5", "eq6"), needs_prior_log_q=True, needs_encoder_branch=True),
+  "vae": Objective(
+    "vae",
+    lambda t: vae(t.log_px_given_zq, t.log_pzq, t.log_qzq),
+    (),
+    needs_prior_log_q=False,
+    needs_encoder_branch=True,
+  ),
+  "asvae_r": Objective(
+    "asvae_r",
+    lambda t: asvae_r(t.f1_real, t.log_px_given_zq),
+    ("eq5",),
+    needs_prior_log_q=False,
+    needs_encoder_branch=True,
+  ),
+  "asvae_g": Objective(
+    "asvae_g",
+    lambda t: asvae_g(t.f2_real, t.log_q_prior),
+    ("eq6",),
+    needs_prior_log_q=True,
+    needs_encoder_branch=False,
+  ),
+  "asvae": Objective(
+    "asvae",
+    lambda t: asvae(t.f1_real, t.log_px_given_zq, t.f2_real, t.log_q_prior),
+    ("eq5", "eq6"),
+    needs_prior_log_q=True,
+    needs_encoder_branch=True,
+  ),
 }
 
 
@@ -147,8 +167,9 @@ def discriminator_loss(objective, terms, r1_gamma=0.0):
     losses.append(discriminator_eq5(terms.f1_real, terms.f1_fake))
   if "eq6" in objective.discriminators:
     if terms.f2x_real is not None:
-      losses.append(discriminator_eq6_marginals(terms.f2x_real, terms.f2x_fake,
-                                                terms.f2z_real, terms.f2z_fake))
+      losses.append(
+        discriminator_eq6_marginals(terms.f2x_real, terms.f2x_fake, terms.f2z_real, terms.f2z_fake)
+      )
     else:
       losses.append(discriminator_eq6(terms.f2_real, terms.f2_fake))
   if losses and r1_gamma > 0:

@@ -53,24 +53,25 @@ class Terms:
   estimator (see `ratios`), f1_* and f2_real are explicit part + learned residual,
   and eq. (6) is trained on its marginals: f2x_* = D(x), f2z_* = h(z).
   """
-  x: tf.Tensor                                   # [b,H,W,C] data batch
-  zq: Optional[tf.Tensor] = None                 # [b,D] z_phi(x, eps) ~ q(z|x)
-  log_qzq: Optional[tf.Tensor] = None            # log q(zq | x)
-  log_pzq: Optional[tf.Tensor] = None            # log p(zq)
-  log_px_given_zq: Optional[tf.Tensor] = None    # log p(x | zq)
-  zp: Optional[tf.Tensor] = None                 # [b,D] z ~ p(z)
-  xp: Optional[tf.Tensor] = None                 # [b,H,W,C] x_theta(zp, xi)
-  log_q_prior: Optional[tf.Tensor] = None        # log q(zp | xp)
-  f1_real: Optional[tf.Tensor] = None            # f1(x, zq)
-  f1_fake: Optional[tf.Tensor] = None            # f1(pair_swap(xp), zp)
-  f2_real: Optional[tf.Tensor] = None            # f2(xp, zp)
-  f2_fake: Optional[tf.Tensor] = None            # f2(x, pair_swap(zq)) ('joint' only)
-  f2_explicit: Optional[tf.Tensor] = None        # E2(xp, zp) (explicit f2, 'exact' mode)
-  f2x_real: Optional[tf.Tensor] = None           # D(xp)  ('explicit' f2, discriminator)
-  f2x_fake: Optional[tf.Tensor] = None           # D(x)
-  f2z_real: Optional[tf.Tensor] = None           # h(zp)
-  f2z_fake: Optional[tf.Tensor] = None           # h(pair_swap(zq))
-  r1: Optional[tf.Tensor] = None                 # squared input-gradient norms (R1), [b]
+
+  x: tf.Tensor  # [b,H,W,C] data batch
+  zq: Optional[tf.Tensor] = None  # [b,D] z_phi(x, eps) ~ q(z|x)
+  log_qzq: Optional[tf.Tensor] = None  # log q(zq | x)
+  log_pzq: Optional[tf.Tensor] = None  # log p(zq)
+  log_px_given_zq: Optional[tf.Tensor] = None  # log p(x | zq)
+  zp: Optional[tf.Tensor] = None  # [b,D] z ~ p(z)
+  xp: Optional[tf.Tensor] = None  # [b,H,W,C] x_theta(zp, xi)
+  log_q_prior: Optional[tf.Tensor] = None  # log q(zp | xp)
+  f1_real: Optional[tf.Tensor] = None  # f1(x, zq)
+  f1_fake: Optional[tf.Tensor] = None  # f1(pair_swap(xp), zp)
+  f2_real: Optional[tf.Tensor] = None  # f2(xp, zp)
+  f2_fake: Optional[tf.Tensor] = None  # f2(x, pair_swap(zq)) ('joint' only)
+  f2_explicit: Optional[tf.Tensor] = None  # E2(xp, zp) (explicit f2, 'exact' mode)
+  f2x_real: Optional[tf.Tensor] = None  # D(xp)  ('explicit' f2, discriminator)
+  f2x_fake: Optional[tf.Tensor] = None  # D(x)
+  f2z_real: Optional[tf.Tensor] = None  # h(zp)
+  f2z_fake: Optional[tf.Tensor] = None  # h(pair_swap(zq))
+  r1: Optional[tf.Tensor] = None  # squared input-gradient norms (R1), [b]
 
 
 class ASVAE(keras.Model):
@@ -109,29 +110,44 @@ class ASVAE(keras.Model):
   Built from gin through `build_model` (gin name `model`).
   """
 
-  def __init__(self, image_shape, latent_dim=32, objective="asvae",
-               encoder=networks.mlp_encoder, decoder=networks.mlp_decoder,
-               discriminator=networks.joint_discriminator,
-               likelihood=heads.BernoulliLikelihood, ratio_estimator="joint",
-               f2_estimator=None, f1_residual_inputs="x", f2_marginal_samples=1,
-               generator_pass_dropout=True, r1_gamma=0.0, f2_decoder_gradient=None,
-               name="asvae"):
+  def __init__(
+    self,
+    image_shape,
+    latent_dim=32,
+    objective="asvae",
+    encoder=networks.mlp_encoder,
+    decoder=networks.mlp_decoder,
+    discriminator=networks.joint_discriminator,
+    likelihood=heads.BernoulliLikelihood,
+    ratio_estimator="joint",
+    f2_estimator=None,
+    f1_residual_inputs="x",
+    f2_marginal_samples=1,
+    generator_pass_dropout=True,
+    r1_gamma=0.0,
+    f2_decoder_gradient=None,
+    name="asvae",
+  ):
     super().__init__(name=name)
     f2_estimator = ratio_estimator if f2_estimator is None else f2_estimator
     if f2_decoder_gradient is None:
       f2_decoder_gradient = "marginal" if f2_estimator == "explicit" else "exact"
-    for what, value, choices in (("ratio_estimator", ratio_estimator, ratios.ESTIMATORS),
-                                 ("f2_estimator", f2_estimator, ratios.ESTIMATORS),
-                                 ("f1_residual_inputs", f1_residual_inputs,
-                                  ratios.RESIDUAL_INPUTS),
-                                 ("f2_decoder_gradient", f2_decoder_gradient,
-                                  ratios.DECODER_GRADIENTS)):
+    for what, value, choices in (
+      ("ratio_estimator", ratio_estimator, ratios.ESTIMATORS),
+      ("f2_estimator", f2_estimator, ratios.ESTIMATORS),
+      ("f1_residual_inputs", f1_residual_inputs, ratios.RESIDUAL_INPUTS),
+      ("f2_decoder_gradient", f2_decoder_gradient, ratios.DECODER_GRADIENTS),
+    ):
       if value not in choices:
         raise ratios.SettingError(f"model.{what} must be one of {choices}, got {value!r}")
-    if isinstance(f2_marginal_samples, bool) or not isinstance(f2_marginal_samples, int) \
-        or f2_marginal_samples < 1:
-      raise ratios.SettingError(f"model.f2_marginal_samples must be an int >= 1, got "
-                       f"{f2_marginal_samples!r}")
+    if (
+      isinstance(f2_marginal_samples, bool)
+      or not isinstance(f2_marginal_samples, int)
+      or f2_marginal_samples < 1
+    ):
+      raise ratios.SettingError(
+        f"model.f2_marginal_samples must be an int >= 1, got {f2_marginal_samples!r}"
+      )
     if not (isinstance(r1_gamma, (int, float)) and r1_gamma >= 0):
       raise ratios.SettingError(f"model.r1_gamma must be >= 0, got {r1_gamma!r}")
     self.image_shape = tuple(int(s) for s in image_shape)
@@ -145,8 +161,9 @@ class ASVAE(keras.Model):
     self.r1_gamma = float(r1_gamma)
     if f2_decoder_gradient != "exact" and not self.f2_explicit:
       raise ratios.SettingError(
-          f"model.f2_decoder_gradient={f2_decoder_gradient!r} needs an explicit f2 "
-          f"(model.ratio_estimator / model.f2_estimator = 'explicit'); a joint f2 uses 'exact'")
+        f"model.f2_decoder_gradient={f2_decoder_gradient!r} needs an explicit f2 "
+        f"(model.ratio_estimator / model.f2_estimator = 'explicit'); a joint f2 uses 'exact'"
+      )
     self.f2_decoder_gradient = f2_decoder_gradient
     self.likelihood = likelihood()
     h, w, c = self.image_shape
@@ -174,8 +191,11 @@ class ASVAE(keras.Model):
   @property
   def generator_variables(self):
     """theta and phi: encoder, posterior (flow conditioners) and decoder weights."""
-    return (self.encoder.trainable_variables + self.posterior.trainable_variables
-            + self.decoder.trainable_variables)
+    return (
+      self.encoder.trainable_variables
+      + self.posterior.trainable_variables
+      + self.decoder.trainable_variables
+    )
 
   @property
   def discriminator_variables(self):
@@ -205,7 +225,8 @@ class ASVAE(keras.Model):
     out = []
     for path in paths:
       first = getattr(getattr(path, "convs", path), "conv_0", None) or getattr(
-          path, "dense_0", None)
+        path, "dense_0", None
+      )
       if first is not None and first.built:
         out.append(first.kernel)
     return out
@@ -214,8 +235,11 @@ class ASVAE(keras.Model):
     """z ~ q(z|x) reparameterised and log q(z|x): x [b,H,W,C] -> ([b,D], [b])."""
     s = noise.split(seed, 2)
     h = self.encoder(x, seed=s[0], training=training)
-    eps = noise.normal([tf.shape(x)[0], self.latent_dim] if x.shape[0] is None
-                       else [x.shape[0], self.latent_dim], s[1], x.dtype)
+    eps = noise.normal(
+      [tf.shape(x)[0], self.latent_dim] if x.shape[0] is None else [x.shape[0], self.latent_dim],
+      s[1],
+      x.dtype,
+    )
     return self.posterior.sample_and_log_prob(h, eps=eps)
 
   def posterior_log_prob(self, x, z, seed=None, training=False):
@@ -258,8 +282,9 @@ class ASVAE(keras.Model):
   def f2_residual(self, x, z, seed=None, training=False):
     """D(x) + h(z) of an explicit f2, [b]."""
     s = [None, None] if seed is None else [noise.fold_in(seed, i) for i in (2, 3)]
-    return (self.f2(x, tf.zeros_like(z), seed=s[0], training=training)
-            + self.f2_z(tf.zeros_like(x), z, seed=s[1], training=training))
+    return self.f2(x, tf.zeros_like(z), seed=s[0], training=training) + self.f2_z(
+      tf.zeros_like(x), z, seed=s[1], training=training
+    )
 
   def f2_explicit_part(self, xp, zp, params_p, seed):
     """E2(x', z) = log p_theta(x'|z) - log p^_theta(x') for eq. (11), [b].
@@ -277,8 +302,9 @@ class ASVAE(keras.Model):
     k = self.f2_marginal_samples
 
     def e2(x_in):
-      return (self.likelihood.log_prob(params_fixed, x_in)
-              - ratios.log_marginal_estimate(self, x_in, seed, k))
+      return self.likelihood.log_prob(params_fixed, x_in) - ratios.log_marginal_estimate(
+        self, x_in, seed, k
+      )
 
     return ratios.path_only(e2, xp)
 
@@ -338,8 +364,9 @@ class ASVAE(keras.Model):
         t.log_q_prior = self.posterior_log_prob(x_sleep, t.zp, seed=s[5], training=training)
 
     if gen:
-      self._generator_ratios(t, s, use_eq5, use_eq6, d_training, adversarial_weight,
-                             params_p if need_dec else None)
+      self._generator_ratios(
+        t, s, use_eq5, use_eq6, d_training, adversarial_weight, params_p if need_dec else None
+      )
     else:
       self._discriminator_ratios(t, s, use_eq5, use_eq6, d_training)
     return t
@@ -347,8 +374,9 @@ class ASVAE(keras.Model):
   def _generator_ratios(self, t, s, use_eq5, use_eq6, d_training, weight, params_p):
     """f1(x, zq) and f2(xp, zp) as eq. (11) sees them."""
     if use_eq5 and t.zq is not None:
-      t.f1_real = self.f1_logit(t.x, t.zq, t.log_qzq, seed=s[6], training=d_training,
-                                residual_weight=weight)
+      t.f1_real = self.f1_logit(
+        t.x, t.zq, t.log_qzq, seed=s[6], training=d_training, residual_weight=weight
+      )
     if use_eq6 and t.xp is not None:
       if self.f2_explicit:
         t.f2_real = weight * self.f2_residual(t.xp, t.zp, seed=s[7], training=d_training)
@@ -375,12 +403,16 @@ class ASVAE(keras.Model):
 
         res_real, sq = self._with_r1(residual, real_inputs, want_r1)
         t.f1_real = ratios.explicit_f1(t.log_qzq, t.log_pzq) + res_real
-        t.f1_fake = (ratios.explicit_f1(log_q_fake, prior_log_prob(z_fake))
-                     + self.f1(x_fake, z_fake if residual_z else tf.zeros_like(z_fake),
-                               seed=noise.fold_in(s[6], 1), training=training))
+        t.f1_fake = ratios.explicit_f1(log_q_fake, prior_log_prob(z_fake)) + self.f1(
+          x_fake,
+          z_fake if residual_z else tf.zeros_like(z_fake),
+          seed=noise.fold_in(s[6], 1),
+          training=training,
+        )
       else:
         t.f1_real, sq = self._with_r1(
-            lambda a, c: self.f1(a, c, seed=s[6], training=training), [t.x, t.zq], want_r1)
+          lambda a, c: self.f1(a, c, seed=s[6], training=training), [t.x, t.zq], want_r1
+        )
         t.f1_fake = self.f1(x_fake, z_fake, seed=noise.fold_in(s[6], 1), training=training)
       r1.append(sq)
     if use_eq6:
@@ -390,17 +422,20 @@ class ASVAE(keras.Model):
         zeros_z = tf.zeros_like(t.zp)
         t.f2x_real = self.f2(t.xp, zeros_z, seed=s[7], training=training)
         t.f2x_fake, sq = self._with_r1(
-            lambda a: self.f2(a, zeros_z, seed=noise.fold_in(s[7], 1), training=training),
-            [t.x], want_r1)
+          lambda a: self.f2(a, zeros_z, seed=noise.fold_in(s[7], 1), training=training),
+          [t.x],
+          want_r1,
+        )
         zeros_x = tf.zeros_like(t.x)
         t.f2z_real = self.f2_z(zeros_x, t.zp, seed=noise.fold_in(s[7], 2), training=training)
-        t.f2z_fake = self.f2_z(zeros_x, pair_swap(t.zq), seed=noise.fold_in(s[7], 3),
-                               training=training)
+        t.f2z_fake = self.f2_z(
+          zeros_x, pair_swap(t.zq), seed=noise.fold_in(s[7], 3), training=training
+        )
       else:
         t.f2_real, sq = self._with_r1(
-            lambda a, c: self.f2(a, c, seed=s[7], training=training), [t.xp, t.zp], want_r1)
-        t.f2_fake = self.f2(t.x, pair_swap(t.zq), seed=noise.fold_in(s[7], 1),
-                            training=training)
+          lambda a, c: self.f2(a, c, seed=s[7], training=training), [t.xp, t.zp], want_r1
+        )
+        t.f2_fake = self.f2(t.x, pair_swap(t.zq), seed=noise.fold_in(s[7], 1), training=training)
       r1.append(sq)
     if want_r1:
       t.r1 = tf.add_n(r1)
@@ -475,7 +510,8 @@ class ASVAE(keras.Model):
 
     def body(i, acc, total):
       z, log_q = self.posterior.sample_and_log_prob(
-          h, seed=noise.fold_in(seed, i), sample_shape=(chunk_size,))  # [c,b,D], [c,b]
+        h, seed=noise.fold_in(seed, i), sample_shape=(chunk_size,)
+      )  # [c,b,D], [c,b]
       params = self.decode(tf.reshape(z, [-1, self.latent_dim]))
       log_px = tf.reshape(self.eval_log_px(params, x_tiled, discretized), [chunk_size, b])
       log_w = log_px + prior_log_prob(z) - log_q
@@ -487,8 +523,10 @@ class ASVAE(keras.Model):
 
     num_chunks = (k + chunk_size - 1) // chunk_size
     _, acc, total = tf.while_loop(
-        lambda i, *_: i < num_chunks, body,
-        (tf.constant(0, tf.int32), tf.fill([b], neg_inf), tf.zeros([b], x.dtype)))
+      lambda i, *_: i < num_chunks,
+      body,
+      (tf.constant(0, tf.int32), tf.fill([b], neg_inf), tf.zeros([b], x.dtype)),
+    )
     k_float = tf.cast(k, x.dtype)
     return acc - tf.math.log(k_float), total / k_float
 
@@ -516,18 +554,39 @@ class ASVAE(keras.Model):
 
 
 @gin.configurable("model", denylist=["image_shape"])
-def build_model(image_shape, latent_dim=32, objective="asvae", encoder=networks.mlp_encoder,
-                decoder=networks.mlp_decoder, discriminator=networks.joint_discriminator,
-                likelihood=heads.BernoulliLikelihood, ratio_estimator="joint",
-                f2_estimator=None, f1_residual_inputs="x", f2_marginal_samples=1,
-                generator_pass_dropout=True, r1_gamma=0.0, f2_decoder_gradient=None):
+def build_model(
+  image_shape,
+  latent_dim=32,
+  objective="asvae",
+  encoder=networks.mlp_encoder,
+  decoder=networks.mlp_decoder,
+  discriminator=networks.joint_discriminator,
+  likelihood=heads.BernoulliLikelihood,
+  ratio_estimator="joint",
+  f2_estimator=None,
+  f1_residual_inputs="x",
+  f2_marginal_samples=1,
+  generator_pass_dropout=True,
+  r1_gamma=0.0,
+  f2_decoder_gradient=None,
+):
   """Gin factory of `ASVAE` (Keras 3 layers cannot be gin-decorated classes)."""
-  return ASVAE(image_shape, latent_dim=latent_dim, objective=objective, encoder=encoder,
-               decoder=decoder, discriminator=discriminator, likelihood=likelihood,
-               ratio_estimator=ratio_estimator, f2_estimator=f2_estimator,
-               f1_residual_inputs=f1_residual_inputs, f2_marginal_samples=f2_marginal_samples,
-               generator_pass_dropout=generator_pass_dropout, r1_gamma=r1_gamma,
-               f2_decoder_gradient=f2_decoder_gradient)
+  return ASVAE(
+    image_shape,
+    latent_dim=latent_dim,
+    objective=objective,
+    encoder=encoder,
+    decoder=decoder,
+    discriminator=discriminator,
+    likelihood=likelihood,
+    ratio_estimator=ratio_estimator,
+    f2_estimator=f2_estimator,
+    f1_residual_inputs=f1_residual_inputs,
+    f2_marginal_samples=f2_marginal_samples,
+    generator_pass_dropout=generator_pass_dropout,
+    r1_gamma=r1_gamma,
+    f2_decoder_gradient=f2_decoder_gradient,
+  )
 
 
 def build_for_data(splits):
@@ -537,6 +596,7 @@ def build_for_data(splits):
   28x28 data) raises config.ConfigError with one readable line.
   """
   from asvae_tf import config  # pylint: disable=g-import-not-at-top
+
   try:
     mdl = build_model(image_shape=splits.image_shape)
     mdl.build_all()
@@ -544,6 +604,7 @@ def build_for_data(splits):
     raise config.ConfigError(str(e)) from None
   except (ValueError, tf.errors.InvalidArgumentError) as e:
     raise config.ConfigError(
-        f"the configured model does not fit images of shape {splits.image_shape} "
-        f"(dataset {splits.name!r}): {' '.join(str(e).split())[:300]}") from None
+      f"the configured model does not fit images of shape {splits.image_shape} "
+      f"(dataset {splits.name!r}): {' '.join(str(e).split())[:300]}"
+    ) from None
   return mdl

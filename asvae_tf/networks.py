@@ -76,18 +76,23 @@ class _DenseStack(_Stack):
   def __init__(self, units, activation, dropout_rate, **kwargs):
     super().__init__("dense", len(units), activation, dropout_rate, **kwargs)
     for i, u in enumerate(units):
-      setattr(self, f"dense_{i}", keras.layers.Dense(
-          u, kernel_initializer=_XAVIER, dtype=self.dtype_policy, name=f"dense_{i}"))
+      setattr(
+        self,
+        f"dense_{i}",
+        keras.layers.Dense(
+          u, kernel_initializer=_XAVIER, dtype=self.dtype_policy, name=f"dense_{i}"
+        ),
+      )
 
 
 class MLPEncoder(keras.layers.Layer):
   """x [b, H, W, C] -> features [b, hidden_units[-1]] (paper MNIST: 784-500-500)."""
 
-  def __init__(self, hidden_units=(500, 500), activation="relu", dropout_rate=0.0,
-               **kwargs):
+  def __init__(self, hidden_units=(500, 500), activation="relu", dropout_rate=0.0, **kwargs):
     super().__init__(**kwargs)
-    self.body = _DenseStack(hidden_units, activation, dropout_rate, dtype=self.dtype_policy,
-                            name="body")
+    self.body = _DenseStack(
+      hidden_units, activation, dropout_rate, dtype=self.dtype_policy, name="body"
+    )
 
   def call(self, x, seed=None, training=False):
     h = tf.reshape(x, [tf.shape(x)[0], int(np.prod(x.shape[1:]))])
@@ -101,14 +106,17 @@ class MLPDecoder(keras.layers.Layer):
     output_shape: (H, W, C * num_params), set by the model from the data and head.
   """
 
-  def __init__(self, output_shape, hidden_units=(500, 500), activation="relu",
-               dropout_rate=0.0, **kwargs):
+  def __init__(
+    self, output_shape, hidden_units=(500, 500), activation="relu", dropout_rate=0.0, **kwargs
+  ):
     super().__init__(**kwargs)
     self.out_shape = tuple(int(s) for s in output_shape)
-    self.body = _DenseStack(hidden_units, activation, dropout_rate, dtype=self.dtype_policy,
-                            name="body")
-    self.out = keras.layers.Dense(int(np.prod(self.out_shape)), kernel_initializer=_XAVIER,
-                                  dtype=self.dtype_policy, name="out")
+    self.body = _DenseStack(
+      hidden_units, activation, dropout_rate, dtype=self.dtype_policy, name="body"
+    )
+    self.out = keras.layers.Dense(
+      int(np.prod(self.out_shape)), kernel_initializer=_XAVIER, dtype=self.dtype_policy, name="out"
+    )
 
   def call(self, z, seed=None, training=False):
     h = self.out(self.body(z, seed=seed, training=training))
@@ -123,15 +131,23 @@ class JointDiscriminator(keras.layers.Layer):
   discriminators. Dropout (default 0.2) regularises every hidden layer.
   """
 
-  def __init__(self, x_units=(500,), z_units=(500,), joint_units=(500,),
-               activation="leaky_relu", dropout_rate=0.2, **kwargs):
+  def __init__(
+    self,
+    x_units=(500,),
+    z_units=(500,),
+    joint_units=(500,),
+    activation="leaky_relu",
+    dropout_rate=0.2,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     kw = dict(activation=activation, dropout_rate=dropout_rate, dtype=self.dtype_policy)
     self.x_path = _DenseStack(x_units, name="x_path", **kw)
     self.z_path = _DenseStack(z_units, name="z_path", **kw)
     self.joint = _DenseStack(joint_units, name="joint", **kw)
-    self.logit = keras.layers.Dense(1, kernel_initializer=_XAVIER, dtype=self.dtype_policy,
-                                    name="logit")
+    self.logit = keras.layers.Dense(
+      1, kernel_initializer=_XAVIER, dtype=self.dtype_policy, name="logit"
+    )
 
   def call(self, x, z, seed=None, training=False):
     seeds = [None] * 3 if seed is None else [noise.fold_in(seed, i) for i in range(3)]
@@ -145,24 +161,43 @@ class JointDiscriminator(keras.layers.Layer):
 @gin.configurable("mlp_encoder", denylist=["name"])
 def mlp_encoder(hidden_units=(500, 500), activation="relu", dropout_rate=0.0, name="encoder"):
   """Gin factory of `MLPEncoder`."""
-  return MLPEncoder(hidden_units=hidden_units, activation=activation,
-                    dropout_rate=dropout_rate, name=name)
+  return MLPEncoder(
+    hidden_units=hidden_units, activation=activation, dropout_rate=dropout_rate, name=name
+  )
 
 
 @gin.configurable("mlp_decoder", denylist=["output_shape", "name"])
-def mlp_decoder(output_shape, hidden_units=(500, 500), activation="relu", dropout_rate=0.0,
-                name="decoder"):
+def mlp_decoder(
+  output_shape, hidden_units=(500, 500), activation="relu", dropout_rate=0.0, name="decoder"
+):
   """Gin factory of `MLPDecoder`; output_shape is set by the model."""
-  return MLPDecoder(output_shape, hidden_units=hidden_units, activation=activation,
-                    dropout_rate=dropout_rate, name=name)
+  return MLPDecoder(
+    output_shape,
+    hidden_units=hidden_units,
+    activation=activation,
+    dropout_rate=dropout_rate,
+    name=name,
+  )
 
 
 @gin.configurable("joint_discriminator", denylist=["name"])
-def joint_discriminator(x_units=(500,), z_units=(500,), joint_units=(500,),
-                        activation="leaky_relu", dropout_rate=0.2, name="discriminator"):
+def joint_discriminator(
+  x_units=(500,),
+  z_units=(500,),
+  joint_units=(500,),
+  activation="leaky_relu",
+  dropout_rate=0.2,
+  name="discriminator",
+):
   """Gin factory of `JointDiscriminator`."""
-  return JointDiscriminator(x_units=x_units, z_units=z_units, joint_units=joint_units,
-                            activation=activation, dropout_rate=dropout_rate, name=name)
+  return JointDiscriminator(
+    x_units=x_units,
+    z_units=z_units,
+    joint_units=joint_units,
+    activation=activation,
+    dropout_rate=dropout_rate,
+    name=name,
+  )
 
 
 # ---- convolutional networks (natural images) ---------------------------------
@@ -187,18 +222,20 @@ def conv_stages(height, width, num_stages=None, who="conv network"):
       k += 1
     if height != width or side != 4 or k < 1:
       raise ValueError(
-          f"{who}: unsupported image size {height}x{width}: with num_stages=None the "
-          f"images must be square with side 4 * 2^k (8, 16, 32, 64, 128, ...), e.g. "
-          f"32x32 (CIFAR-10) or 64x64 (ImageNet 64x64); otherwise set num_stages so "
-          f"that H and W are divisible by 2^num_stages")
+        f"{who}: unsupported image size {height}x{width}: with num_stages=None the "
+        f"images must be square with side 4 * 2^k (8, 16, 32, 64, 128, ...), e.g. "
+        f"32x32 (CIFAR-10) or 64x64 (ImageNet 64x64); otherwise set num_stages so "
+        f"that H and W are divisible by 2^num_stages"
+      )
     return k
   k = int(num_stages)
   if k < 1:
     raise ValueError(f"{who}: num_stages must be >= 1 or None, got {num_stages!r}")
-  if height % 2 ** k or width % 2 ** k:
+  if height % 2**k or width % 2**k:
     raise ValueError(
-        f"{who}: unsupported image size {height}x{width} for num_stages={k}: H and W "
-        f"must be divisible by 2^{k} = {2 ** k}")
+      f"{who}: unsupported image size {height}x{width} for num_stages={k}: H and W "
+      f"must be divisible by 2^{k} = {2**k}"
+    )
   return k
 
 
@@ -206,7 +243,7 @@ def conv_widths(num_stages, base_width, max_width):
   """Channels of the stride-2 stages, finest first: min(base_width * 2^i, max_width)."""
   if int(base_width) < 1 or int(max_width) < 1:
     raise ValueError(f"base_width and max_width must be >= 1, got {base_width}, {max_width}")
-  return [min(int(base_width) * 2 ** i, int(max_width)) for i in range(int(num_stages))]
+  return [min(int(base_width) * 2**i, int(max_width)) for i in range(int(num_stages))]
 
 
 class _ConvStack(_Stack):
@@ -218,9 +255,19 @@ class _ConvStack(_Stack):
   def __init__(self, widths, kernel_size, activation, dropout_rate, **kwargs):
     super().__init__("conv", len(widths), activation, dropout_rate, **kwargs)
     for i, width in enumerate(widths):
-      setattr(self, f"conv_{i}", keras.layers.Conv2D(
-          width, kernel_size, strides=2, padding="same", kernel_initializer=_XAVIER,
-          dtype=self.dtype_policy, name=f"conv_{i}"))
+      setattr(
+        self,
+        f"conv_{i}",
+        keras.layers.Conv2D(
+          width,
+          kernel_size,
+          strides=2,
+          padding="same",
+          kernel_initializer=_XAVIER,
+          dtype=self.dtype_policy,
+          name=f"conv_{i}",
+        ),
+      )
 
 
 def _flatten(h):
@@ -234,8 +281,18 @@ class _ConvFeatures(keras.layers.Layer):
   depends on H and W, see `conv_stages`); an unsupported size fails there.
   """
 
-  def __init__(self, base_width, max_width, kernel_size, num_stages, hidden_units,
-               activation, dropout_rate, who=None, **kwargs):
+  def __init__(
+    self,
+    base_width,
+    max_width,
+    kernel_size,
+    num_stages,
+    hidden_units,
+    activation,
+    dropout_rate,
+    who=None,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.who = who or self.name
     self.base_width, self.max_width = int(base_width), int(max_width)
@@ -243,16 +300,22 @@ class _ConvFeatures(keras.layers.Layer):
     self.num_stages = None if num_stages is None else int(num_stages)
     self.activation, self.dropout_rate = activation, float(dropout_rate)
     conv_widths(1, base_width, max_width)  # validates the widths now
-    self.dense = _DenseStack(hidden_units, activation, dropout_rate,
-                             dtype=self.dtype_policy, name="dense")
+    self.dense = _DenseStack(
+      hidden_units, activation, dropout_rate, dtype=self.dtype_policy, name="dense"
+    )
 
   def build(self, input_shape):
     if len(input_shape) != 4:
       raise ValueError(f"{self.who}: expects images [b, H, W, C], got shape {input_shape}")
     k = conv_stages(input_shape[1], input_shape[2], self.num_stages, who=self.who)
-    self.convs = _ConvStack(conv_widths(k, self.base_width, self.max_width),
-                            self.kernel_size, self.activation, self.dropout_rate,
-                            dtype=self.dtype_policy, name="convs")
+    self.convs = _ConvStack(
+      conv_widths(k, self.base_width, self.max_width),
+      self.kernel_size,
+      self.activation,
+      self.dropout_rate,
+      dtype=self.dtype_policy,
+      name="convs",
+    )
 
   def call(self, x, seed=None, training=False):
     seeds = [None, None] if seed is None else [noise.fold_in(seed, i) for i in range(2)]
@@ -267,12 +330,30 @@ class ConvEncoder(keras.layers.Layer):
   optional Dense `hidden_units`).
   """
 
-  def __init__(self, base_width=64, max_width=512, kernel_size=4, num_stages=None,
-               hidden_units=(), activation="leaky_relu", dropout_rate=0.0, **kwargs):
+  def __init__(
+    self,
+    base_width=64,
+    max_width=512,
+    kernel_size=4,
+    num_stages=None,
+    hidden_units=(),
+    activation="leaky_relu",
+    dropout_rate=0.0,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
-    self.body = _ConvFeatures(base_width, max_width, kernel_size, num_stages, hidden_units,
-                              activation, dropout_rate, who=self.name, dtype=self.dtype_policy,
-                              name="body")
+    self.body = _ConvFeatures(
+      base_width,
+      max_width,
+      kernel_size,
+      num_stages,
+      hidden_units,
+      activation,
+      dropout_rate,
+      who=self.name,
+      dtype=self.dtype_policy,
+      name="body",
+    )
 
   def call(self, x, seed=None, training=False):
     return self.body(x, seed=seed, training=training)
@@ -290,9 +371,18 @@ class ConvDecoder(keras.layers.Layer):
     output_shape: (H, W, C * num_params), set by the model from the data and head.
   """
 
-  def __init__(self, output_shape, base_width=64, max_width=512, kernel_size=4,
-               num_stages=None, hidden_units=(), activation="relu", dropout_rate=0.0,
-               **kwargs):
+  def __init__(
+    self,
+    output_shape,
+    base_width=64,
+    max_width=512,
+    kernel_size=4,
+    num_stages=None,
+    hidden_units=(),
+    activation="relu",
+    dropout_rate=0.0,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.out_shape = tuple(int(s) for s in output_shape)
     if len(self.out_shape) != 3:
@@ -301,18 +391,32 @@ class ConvDecoder(keras.layers.Layer):
     k = conv_stages(h, w, num_stages, who=self.name)
     widths = conv_widths(k, base_width, max_width)
     self.num_layers = k
-    self.start_shape = (h // 2 ** k, w // 2 ** k, widths[-1])
-    self.body = _DenseStack(hidden_units, activation, dropout_rate, dtype=self.dtype_policy,
-                            name="body")
-    self.project = keras.layers.Dense(int(np.prod(self.start_shape)),
-                                      kernel_initializer=_XAVIER, dtype=self.dtype_policy,
-                                      name="project")
+    self.start_shape = (h // 2**k, w // 2**k, widths[-1])
+    self.body = _DenseStack(
+      hidden_units, activation, dropout_rate, dtype=self.dtype_policy, name="body"
+    )
+    self.project = keras.layers.Dense(
+      int(np.prod(self.start_shape)),
+      kernel_initializer=_XAVIER,
+      dtype=self.dtype_policy,
+      name="project",
+    )
     # Named attributes, not a list (see _DenseStack): deconv_0 is the coarsest.
     out_widths = widths[-2::-1] + [c]
     for i, width in enumerate(out_widths):
-      setattr(self, f"deconv_{i}", keras.layers.Conv2DTranspose(
-          width, int(kernel_size), strides=2, padding="same", kernel_initializer=_XAVIER,
-          dtype=self.dtype_policy, name=f"deconv_{i}"))
+      setattr(
+        self,
+        f"deconv_{i}",
+        keras.layers.Conv2DTranspose(
+          width,
+          int(kernel_size),
+          strides=2,
+          padding="same",
+          kernel_initializer=_XAVIER,
+          dtype=self.dtype_policy,
+          name=f"deconv_{i}",
+        ),
+      )
     self.act = _activation(activation)
     self.dropout_rate = float(dropout_rate)
 
@@ -320,8 +424,11 @@ class ConvDecoder(keras.layers.Layer):
     apply_dropout = training and self.dropout_rate > 0.0
     if apply_dropout and seed is None:
       raise ValueError(f"{self.name}: dropout in training needs a seed")
-    seeds = [None] * (self.num_layers + 1) if seed is None else [
-        noise.fold_in(seed, i) for i in range(self.num_layers + 1)]
+    seeds = (
+      [None] * (self.num_layers + 1)
+      if seed is None
+      else [noise.fold_in(seed, i) for i in range(self.num_layers + 1)]
+    )
     h = self.act(self.project(self.body(z, seed=seeds[0], training=training)))
     h = tf.reshape(h, [tf.shape(z)[0]] + list(self.start_shape))
     for i in range(self.num_layers):
@@ -342,19 +449,37 @@ class ConvJointDiscriminator(keras.layers.Layer):
   every hidden layer, convolutions included.
   """
 
-  def __init__(self, base_width=64, max_width=512, kernel_size=4, num_stages=None,
-               x_units=(), z_units=(512,), joint_units=(1024,), activation="leaky_relu",
-               dropout_rate=0.2, **kwargs):
+  def __init__(
+    self,
+    base_width=64,
+    max_width=512,
+    kernel_size=4,
+    num_stages=None,
+    x_units=(),
+    z_units=(512,),
+    joint_units=(1024,),
+    activation="leaky_relu",
+    dropout_rate=0.2,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     policy = self.dtype_policy
-    self.x_path = _ConvFeatures(base_width, max_width, kernel_size, num_stages, x_units,
-                                activation, dropout_rate, who=f"{self.name} (x path)",
-                                dtype=policy, name="x_path")
+    self.x_path = _ConvFeatures(
+      base_width,
+      max_width,
+      kernel_size,
+      num_stages,
+      x_units,
+      activation,
+      dropout_rate,
+      who=f"{self.name} (x path)",
+      dtype=policy,
+      name="x_path",
+    )
     kw = dict(activation=activation, dropout_rate=dropout_rate, dtype=policy)
     self.z_path = _DenseStack(z_units, name="z_path", **kw)
     self.joint = _DenseStack(joint_units, name="joint", **kw)
-    self.logit = keras.layers.Dense(1, kernel_initializer=_XAVIER, dtype=policy,
-                                    name="logit")
+    self.logit = keras.layers.Dense(1, kernel_initializer=_XAVIER, dtype=policy, name="logit")
 
   def call(self, x, z, seed=None, training=False):
     seeds = [None] * 3 if seed is None else [noise.fold_in(seed, i) for i in range(3)]
@@ -365,30 +490,78 @@ class ConvJointDiscriminator(keras.layers.Layer):
 
 
 @gin.configurable("conv_encoder", denylist=["name"])
-def conv_encoder(base_width=64, max_width=512, kernel_size=4, num_stages=None, hidden_units=(),
-                 activation="leaky_relu", dropout_rate=0.0, name="encoder"):
+def conv_encoder(
+  base_width=64,
+  max_width=512,
+  kernel_size=4,
+  num_stages=None,
+  hidden_units=(),
+  activation="leaky_relu",
+  dropout_rate=0.0,
+  name="encoder",
+):
   """Gin factory of `ConvEncoder`."""
-  return ConvEncoder(base_width=base_width, max_width=max_width, kernel_size=kernel_size,
-                     num_stages=num_stages, hidden_units=hidden_units, activation=activation,
-                     dropout_rate=dropout_rate, name=name)
+  return ConvEncoder(
+    base_width=base_width,
+    max_width=max_width,
+    kernel_size=kernel_size,
+    num_stages=num_stages,
+    hidden_units=hidden_units,
+    activation=activation,
+    dropout_rate=dropout_rate,
+    name=name,
+  )
 
 
 @gin.configurable("conv_decoder", denylist=["output_shape", "name"])
-def conv_decoder(output_shape, base_width=64, max_width=512, kernel_size=4, num_stages=None,
-                 hidden_units=(), activation="relu", dropout_rate=0.0, name="decoder"):
+def conv_decoder(
+  output_shape,
+  base_width=64,
+  max_width=512,
+  kernel_size=4,
+  num_stages=None,
+  hidden_units=(),
+  activation="relu",
+  dropout_rate=0.0,
+  name="decoder",
+):
   """Gin factory of `ConvDecoder`; output_shape is set by the model."""
-  return ConvDecoder(output_shape, base_width=base_width, max_width=max_width,
-                     kernel_size=kernel_size, num_stages=num_stages, hidden_units=hidden_units,
-                     activation=activation, dropout_rate=dropout_rate, name=name)
+  return ConvDecoder(
+    output_shape,
+    base_width=base_width,
+    max_width=max_width,
+    kernel_size=kernel_size,
+    num_stages=num_stages,
+    hidden_units=hidden_units,
+    activation=activation,
+    dropout_rate=dropout_rate,
+    name=name,
+  )
 
 
 @gin.configurable("conv_joint_discriminator", denylist=["name"])
-def conv_joint_discriminator(base_width=64, max_width=512, kernel_size=4, num_stages=None,
-                             x_units=(), z_units=(512,), joint_units=(1024,),
-                             activation="leaky_relu", dropout_rate=0.2,
-                             name="discriminator"):
+def conv_joint_discriminator(
+  base_width=64,
+  max_width=512,
+  kernel_size=4,
+  num_stages=None,
+  x_units=(),
+  z_units=(512,),
+  joint_units=(1024,),
+  activation="leaky_relu",
+  dropout_rate=0.2,
+  name="discriminator",
+):
   """Gin factory of `ConvJointDiscriminator`."""
-  return ConvJointDiscriminator(base_width=base_width, max_width=max_width,
-                                kernel_size=kernel_size, num_stages=num_stages,
-                                x_units=x_units, z_units=z_units, joint_units=joint_units,
-                                activation=activation, dropout_rate=dropout_rate, name=name)
+  return ConvJointDiscriminator(
+    base_width=base_width,
+    max_width=max_width,
+    kernel_size=kernel_size,
+    num_stages=num_stages,
+    x_units=x_units,
+    z_units=z_units,
+    joint_units=joint_units,
+    activation=activation,
+    dropout_rate=dropout_rate,
+    name=name,
+  )

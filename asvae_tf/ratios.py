@@ -135,6 +135,5 @@ def logit_and_input_grad_sq(net_fn, inputs):
       tape.watch(t)
     y = net_fn(*inputs)
   grads = tape.gradient(y, inputs)
-  sq = tf.add_n([tf.reduce_sum(tf.square(g), axis=list(range(1, len(g.shape))))
-                 for g in grads])
+  sq = tf.add_n([tf.reduce_sum(tf.square(g), axis=list(range(1, len(g.shape)))) for g in grads])
   return y, sq

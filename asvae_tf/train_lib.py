@@ -110,8 +110,7 @@ def is_chief(strategy):
   if task_type is None:
     return True
   cluster = strategy.cluster_resolver.cluster_spec().as_dict()
-  return task_type == "chief" or (task_type == "worker" and task_id == 0
-                                  and "chief" not in cluster)
+  return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
 
 
 def _write_dir(model_dir, strategy):
@@ -138,7 +137,7 @@ def _image_grid(images, rows):
   """[n, H, W, C] -> [1, rows*H, (n/rows)*W, C] for tf.summary.image."""
   n, h, w, c = images.shape
   cols = n // rows
-  grid = tf.reshape(images[:rows * cols], [rows, cols, h, w, c])
+  grid = tf.reshape(images[: rows * cols], [rows, cols, h, w, c])
   grid = tf.transpose(grid, [0, 2, 1, 3, 4])
   return tf.reshape(grid, [1, rows * h, cols * w, c])
 
@@ -150,8 +149,9 @@ def _kill_points():
   for item in filter(None, (s.strip() for s in spec.split(","))):
     point, _, step = item.partition(":")
     if point not in KILL_POINTS or not step.isdigit():
-      raise config.ConfigError(f"{KILL_ENV} items must be <point>:<step> with point in "
-                               f"{KILL_POINTS}, got {item!r}")
+      raise config.ConfigError(
+        f"{KILL_ENV} items must be <point>:<step> with point in {KILL_POINTS}, got {item!r}"
+      )
     points.add((point, int(step)))
   return points
 
@@ -180,9 +180,19 @@ def _kill_inside_tf_saver():
 class Trainer:
   """Holds the built model, optimizers, checkpointing and the compiled functions."""
 
-  def __init__(self, strategy, mdl, global_batch_size, seed, disc_steps, jit_compile,
-               max_bad_steps=10, inject_nan_at_steps=(), inject_nan_passes=0,
-               adversarial_warmup_steps=0):
+  def __init__(
+    self,
+    strategy,
+    mdl,
+    global_batch_size,
+    seed,
+    disc_steps,
+    jit_compile,
+    max_bad_steps=10,
+    inject_nan_at_steps=(),
+    inject_nan_passes=0,
+    adversarial_warmup_steps=0,
+  ):
     self.strategy = strategy
     self.model = mdl
     self.global_batch_size = global_batch_size
@@ -205,11 +215,16 @@ class Trainer:
       self.bad_validations = tf.Variable(0, dtype=tf.int64, trainable=False)
       self.stopped_early = tf.Variable(False, trainable=False)
       # Non-finite guard state (checkpointed: a resumed run replays it exactly).
-      self.consecutive_bad = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                         name="consecutive_bad_steps")
+      self.consecutive_bad = tf.Variable(
+        0, dtype=tf.int64, trainable=False, name="consecutive_bad_steps"
+      )
       self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False, name="rollbacks")
-    self._grad_fns = {m: tf.function(self._make_grad_fn(m), jit_compile=True) if jit_compile
-                      else self._make_grad_fn(m) for m in ("generator", "discriminator")}
+    self._grad_fns = {
+      m: tf.function(self._make_grad_fn(m), jit_compile=True)
+      if jit_compile
+      else self._make_grad_fn(m)
+      for m in ("generator", "discriminator")
+    }
     # Autograph is needed for the loop's tensor control flow only; the model code uses
     # explicit tf.while_loop/tf.cond, and converting it costs seconds of tracing.
     self._replica_step = tf.autograph.experimental.do_not_convert(self._replica_step)
@@ -218,17 +233,22 @@ class Trainer:
 
   def checkpointed(self):
     """Everything a checkpoint holds (the dict for tf.train.Checkpoint)."""
-    return dict(model=self.model, generator_optimizer=self.g_opt,
-                discriminator_optimizer=self.d_opt, step=self.step,
-                best_metric=self.best_metric, bad_validations=self.bad_validations,
-                stopped_early=self.stopped_early, consecutive_bad_steps=self.consecutive_bad,
-                rollbacks=self.rollbacks)
+    return dict(
+      model=self.model,
+      generator_optimizer=self.g_opt,
+      discriminator_optimizer=self.d_opt,
+      step=self.step,
+      best_metric=self.best_metric,
+      bad_validations=self.bad_validations,
+      stopped_early=self.stopped_early,
+      consecutive_bad_steps=self.consecutive_bad,
+      rollbacks=self.rollbacks,
+    )
 
   def state_variables(self):
     """(name, variable) of the model, both optimizers and the step, in a fixed order."""
     out = [(f"model/{v.path}", v) for v in self.model.variables]
-    for name, opt in (("generator_optimizer", self.g_opt),
-                      ("discriminator_optimizer", self.d_opt)):
+    for name, opt in (("generator_optimizer", self.g_opt), ("discriminator_optimizer", self.d_opt)):
       out += [(f"{name}/{i}/{v.path}", v) for i, v in enumerate(opt.variables)]
     return out + [("step", self.step)]
 
@@ -243,22 +263,25 @@ class Trainer:
     return h.hexdigest()
 
   def _weights_finite(self):
-    flags = [tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v)))
-             for _, v in self.state_variables() if tf.as_dtype(v.dtype).is_floating]
+    flags = [
+      tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v)))
+      for _, v in self.state_variables()
+      if tf.as_dtype(v.dtype).is_floating
+    ]
     return tf.reduce_all(tf.stack(flags))
 
   # ---- per-replica computation ----------------------------------------------
 
   def _make_grad_fn(self, mode):
     mdl, gbs = self.model, self.global_batch_size
-    variables = (mdl.generator_variables if mode == "generator"
-                 else mdl.discriminator_variables)
+    variables = mdl.generator_variables if mode == "generator" else mdl.discriminator_variables
 
     def grad_fn(x, seed, poison, adversarial_weight):
       with tf.GradientTape() as tape:
         terms = mdl.terms(x, seed, mode, training=True, adversarial_weight=adversarial_weight)
-        per_example = (mdl.generator_loss(terms) if mode == "generator"
-                       else mdl.discriminator_loss(terms))
+        per_example = (
+          mdl.generator_loss(terms) if mode == "generator" else mdl.discriminator_loss(terms)
+        )
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=gbs) * poison
       grads = tape.gradient(loss, variables)
       # One sum per gradient: NaN/Inf anywhere make it non-finite (cheaper than is_finite
@@ -290,9 +313,12 @@ class Trainer:
       # built in cross-replica context.
       def cross_replica(distribution, grads, ok):
         first_ok = distribution.experimental_local_results(ok)[0]
-        tf.cond(first_ok,
-                lambda: distribution.extended.call_for_each_replica(apply, args=(grads,)),
-                lambda: None)
+        tf.cond(
+          first_ok,
+          lambda: distribution.extended.call_for_each_replica(apply, args=(grads,)),
+          lambda: None,
+        )
+
       ctx.merge_call(cross_replica, args=(grads, ok))
     return ok
 
@@ -315,25 +341,30 @@ class Trainer:
     metrics, ok = {}, tf.constant(True)
     for k in range(self.disc_steps):
       grads, metrics, finite = self._grad_fns["discriminator"](
-          x, noise.fold_in(seed, k + 1), poison, weight)
-      ok = tf.logical_and(ok, self._guarded_apply(
-          self.d_opt, grads, self.model.discriminator_variables, finite))
-    grads, g_metrics, finite = self._grad_fns["generator"](x, noise.fold_in(seed, 0), poison,
-                                                           weight)
-    ok = tf.logical_and(ok, self._guarded_apply(
-        self.g_opt, grads, self.model.generator_variables, finite))
+        x, noise.fold_in(seed, k + 1), poison, weight
+      )
+      ok = tf.logical_and(
+        ok, self._guarded_apply(self.d_opt, grads, self.model.discriminator_variables, finite)
+      )
+    grads, g_metrics, finite = self._grad_fns["generator"](
+      x, noise.fold_in(seed, 0), poison, weight
+    )
+    ok = tf.logical_and(
+      ok, self._guarded_apply(self.g_opt, grads, self.model.generator_variables, finite)
+    )
     metrics.update(g_metrics)
     return metrics, ok
 
   def _one_step(self, iterator):
-    metrics, ok = self.strategy.run(self._replica_step,
-                                    args=(next(iterator), self.step.read_value()))
+    metrics, ok = self.strategy.run(
+      self._replica_step, args=(next(iterator), self.step.read_value())
+    )
     ok = self.strategy.experimental_local_results(ok)[0]  # equal on all replicas
     self.step.assign_add(1)
-    self.consecutive_bad.assign(tf.where(ok, tf.constant(0, tf.int64),
-                                         self.consecutive_bad + 1))
-    metrics = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-               for k, v in metrics.items()}
+    self.consecutive_bad.assign(tf.where(ok, tf.constant(0, tf.int64), self.consecutive_bad + 1))
+    metrics = {
+      k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in metrics.items()
+    }
     # A bad step's metrics are NaN/Inf: they are left out of the sums.
     return {k: tf.where(ok, v, tf.zeros_like(v)) for k, v in metrics.items()}, ok
 
@@ -366,6 +397,7 @@ def adversarial_weight(step, warmup_steps):
 
 def _metrics(terms, mode, loss, global_batch_size):
   """Per-replica metric contributions; summed over replicas they are global means."""
+
   def mean(v):
     return tf.reduce_sum(tf.cast(v, tf.float32)) / global_batch_size
 
@@ -387,10 +419,12 @@ def _metrics(terms, mode, loss, global_batch_size):
       if terms.f2_explicit is not None:
         out["ratio/f2_explicit"] = mean(terms.f2_explicit)
   else:
-    for eq, real, fake in (("eq5", terms.f1_real, terms.f1_fake),
-                           ("eq6", terms.f2_real, terms.f2_fake),
-                           ("eq6_x", terms.f2x_real, terms.f2x_fake),
-                           ("eq6_z", terms.f2z_real, terms.f2z_fake)):
+    for eq, real, fake in (
+      ("eq5", terms.f1_real, terms.f1_fake),
+      ("eq6", terms.f2_real, terms.f2_fake),
+      ("eq6_x", terms.f2x_real, terms.f2x_fake),
+      ("eq6_z", terms.f2z_real, terms.f2z_fake),
+    ):
       if fake is None:
         continue
       out[f"discriminator/{eq}_accuracy"] = 0.5 * (mean(real > 0) + mean(fake < 0))
@@ -401,11 +435,13 @@ def _metrics(terms, mode, loss, global_batch_size):
 
 def make_validation_fn(mdl):
   """tf.function (x [b,H,W,C], seed [2]) -> summed (-ELBO, recon_x, recon_z) over the batch."""
+
   @tf.function(autograph=False)
   def batch_fn(x, seed):
     neg_elbo = mdl.negative_elbo(x, seed)
     recon_x, recon_z = mdl.reconstruction_errors(x, noise.fold_in(seed, 1))
     return tf.reduce_sum(neg_elbo), tf.reduce_sum(recon_x), tf.reduce_sum(recon_z)
+
   return batch_fn
 
 
@@ -418,8 +454,12 @@ def _validate(batch_fn, images, seed, early_stopping_metric="recon"):
   n = sum(int(x.shape[0]) for x in images)
   neg_elbo, recon_x, recon_z = totals / n
   metric = 0.5 * (recon_x + recon_z) if early_stopping_metric == "recon" else neg_elbo
-  return {"neg_elbo": neg_elbo, "recon_x": recon_x, "recon_z": recon_z,
-          "early_stopping_metric": metric}
+  return {
+    "neg_elbo": neg_elbo,
+    "recon_x": recon_x,
+    "recon_z": recon_z,
+    "early_stopping_metric": metric,
+  }
 
 
 def _validation_batches(splits, batch_size, seed):
@@ -459,9 +499,10 @@ def _check_same_early_stopping_metric(model_dir, metric):
         previous = line.split("=", 1)[1].strip().strip("'\"")
   if previous != metric:
     raise config.ConfigError(
-        f"{model_dir} was trained with train.early_stopping_metric={previous!r}; resuming with "
-        f"{metric!r} would compare its best value in other units: keep {previous!r} or train "
-        f"into a new --model_dir")
+      f"{model_dir} was trained with train.early_stopping_metric={previous!r}; resuming with "
+      f"{metric!r} would compare its best value in other units: keep {previous!r} or train "
+      f"into a new --model_dir"
+    )
 
 
 def _set_learning_rates(trainer, configured, factor):
@@ -488,40 +529,44 @@ def _restore(ckpt, path, trainer=None):
   try:
     names = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
     if trainer is not None and not names.issuperset(_GUARD_STATE):
-      ckpt = tf.train.Checkpoint(**{k: v for k, v in trainer.checkpointed().items()
-                                    if k not in _GUARD_STATE})
+      ckpt = tf.train.Checkpoint(
+        **{k: v for k, v in trainer.checkpointed().items() if k not in _GUARD_STATE}
+      )
     ckpt.restore(path).assert_consumed()
   except (AssertionError, ValueError, tf.errors.OpError) as e:
     detail = " ".join(str(e).split())
     if len(detail) > 300:
       detail = detail[:300] + "..."
     raise CheckpointMismatchError(
-        f"cannot resume from {path}: it does not match the configured model (another "
-        f"architecture, objective or image shape?); train into a new --model_dir or use the "
-        f"gin config it was trained with ({detail})") from None
+      f"cannot resume from {path}: it does not match the configured model (another "
+      f"architecture, objective or image shape?); train into a new --model_dir or use the "
+      f"gin config it was trained with ({detail})"
+    ) from None
 
 
 @gin.configurable("train", denylist=["model_dir"])
-def train(model_dir,
-          num_steps=gin.REQUIRED,
-          batch_size=100,
-          seed=0,
-          checkpoint_every=1000,
-          summary_every=100,
-          validate_every=1000,
-          image_every=5000,
-          discriminator_steps=1,
-          strategy="mirrored",
-          jit_compile=False,
-          early_stopping_patience=0,
-          early_stopping_metric="recon",
-          adversarial_warmup_steps=0,
-          keep_checkpoints=3,
-          max_bad_steps=10,
-          max_rollbacks=3,
-          rollback_lr_factor=0.5,
-          inject_nan_at_steps=(),
-          inject_nan_passes=0):
+def train(
+  model_dir,
+  num_steps=gin.REQUIRED,
+  batch_size=100,
+  seed=0,
+  checkpoint_every=1000,
+  summary_every=100,
+  validate_every=1000,
+  image_every=5000,
+  discriminator_steps=1,
+  strategy="mirrored",
+  jit_compile=False,
+  early_stopping_patience=0,
+  early_stopping_metric="recon",
+  adversarial_warmup_steps=0,
+  keep_checkpoints=3,
+  max_bad_steps=10,
+  max_rollbacks=3,
+  rollback_lr_factor=0.5,
+  inject_nan_at_steps=(),
+  inject_nan_passes=0,
+):
   """Trains the gin-configured model on the gin-configured dataset.
 
   Args:
@@ -562,41 +607,57 @@ def train(model_dir,
     raise config.ConfigError(f"train.num_steps must be positive, got {num_steps}")
   if batch_size <= 0:
     raise config.ConfigError(f"train.batch_size must be positive, got {batch_size}")
-  if not 0 <= seed < 2 ** 31:
+  if not 0 <= seed < 2**31:
     raise config.ConfigError(f"train.seed must be in [0, 2**31), got {seed}")
   if isinstance(max_bad_steps, bool) or not isinstance(max_bad_steps, int) or max_bad_steps < 1:
     raise config.ConfigError(f"train.max_bad_steps must be an int >= 1, got {max_bad_steps!r}")
   if isinstance(max_rollbacks, bool) or not isinstance(max_rollbacks, int) or max_rollbacks < 0:
     raise config.ConfigError(f"train.max_rollbacks must be an int >= 0, got {max_rollbacks!r}")
   if not (isinstance(rollback_lr_factor, (int, float)) and 0 < rollback_lr_factor <= 1):
-    raise config.ConfigError(f"train.rollback_lr_factor must be in (0, 1], got "
-                             f"{rollback_lr_factor!r}")
+    raise config.ConfigError(
+      f"train.rollback_lr_factor must be in (0, 1], got {rollback_lr_factor!r}"
+    )
   if early_stopping_metric not in EARLY_STOPPING_METRICS:
-    raise config.ConfigError(f"train.early_stopping_metric must be one of "
-                             f"{EARLY_STOPPING_METRICS}, got {early_stopping_metric!r}")
-  if isinstance(adversarial_warmup_steps, bool) or not isinstance(adversarial_warmup_steps, int) \
-      or adversarial_warmup_steps < 0:
-    raise config.ConfigError(f"train.adversarial_warmup_steps must be an int >= 0, got "
-                             f"{adversarial_warmup_steps!r}")
+    raise config.ConfigError(
+      f"train.early_stopping_metric must be one of "
+      f"{EARLY_STOPPING_METRICS}, got {early_stopping_metric!r}"
+    )
+  if (
+    isinstance(adversarial_warmup_steps, bool)
+    or not isinstance(adversarial_warmup_steps, int)
+    or adversarial_warmup_steps < 0
+  ):
+    raise config.ConfigError(
+      f"train.adversarial_warmup_steps must be an int >= 0, got {adversarial_warmup_steps!r}"
+    )
   kill_points = _kill_points()
   strat = make_strategy(strategy)
   replicas = strat.num_replicas_in_sync
   if batch_size % replicas or (batch_size // replicas) % 2:
-    raise config.ConfigError(f"train.batch_size={batch_size} must split into an even per-replica "
-                     f"batch over {replicas} replicas")
+    raise config.ConfigError(
+      f"train.batch_size={batch_size} must split into an even per-replica "
+      f"batch over {replicas} replicas"
+    )
   chief = is_chief(strat)
 
   splits = data.load_splits()
   logging.info("data: %s", splits.note)
-  logging.info("strategy: %s with %d replica(s); global batch %d", strategy, replicas,
-               batch_size)
+  logging.info("strategy: %s with %d replica(s); global batch %d", strategy, replicas, batch_size)
   keras.utils.set_random_seed(seed)  # Deterministic weight initialisation.
   with strat.scope():
     mdl = model_lib.build_for_data(splits)
-  trainer = Trainer(strat, mdl, batch_size, seed, discriminator_steps, jit_compile,
-                    max_bad_steps=max_bad_steps, inject_nan_at_steps=inject_nan_at_steps,
-                    inject_nan_passes=inject_nan_passes,
-                    adversarial_warmup_steps=adversarial_warmup_steps)
+  trainer = Trainer(
+    strat,
+    mdl,
+    batch_size,
+    seed,
+    discriminator_steps,
+    jit_compile,
+    max_bad_steps=max_bad_steps,
+    inject_nan_at_steps=inject_nan_at_steps,
+    inject_nan_passes=inject_nan_passes,
+    adversarial_warmup_steps=adversarial_warmup_steps,
+  )
   ckpt = tf.train.Checkpoint(**trainer.checkpointed())
 
   # Everything that can fail on bad input happens before anything is written.
@@ -608,24 +669,38 @@ def train(model_dir,
     _set_learning_rates(trainer, configured_rates, rollback_lr_factor)
     logging.info("resumed from %s at step %d", latest, int(trainer.step.numpy()))
   start = int(trainer.step.numpy())
-  result = {"step": start, "train": {}, "validation": {},
-            "guard": {"skipped_steps": 0, "rollbacks": int(trainer.rollbacks.numpy())}}
+  result = {
+    "step": start,
+    "train": {},
+    "validation": {},
+    "guard": {"skipped_steps": 0, "rollbacks": int(trainer.rollbacks.numpy())},
+  }
   if start >= num_steps or bool(trainer.stopped_early.numpy()):
-    logging.info("nothing to do: step %d of %d%s", start, num_steps,
-                 " (stopped early)" if trainer.stopped_early.numpy() else "")
+    logging.info(
+      "nothing to do: step %d of %d%s",
+      start,
+      num_steps,
+      " (stopped early)" if trainer.stopped_early.numpy() else "",
+    )
     result["weights_sha256"] = trainer.weights_digest()
     return result
 
   def make_iterator(step):
-    return iter(strat.distribute_datasets_from_function(
-        lambda ctx: data.train_dataset(splits.train, batch_size, seed, splits.binary,
-                                       start_step=step, input_context=ctx)))
+    return iter(
+      strat.distribute_datasets_from_function(
+        lambda ctx: data.train_dataset(
+          splits.train, batch_size, seed, splits.binary, start_step=step, input_context=ctx
+        )
+      )
+    )
 
   iterator = make_iterator(start)
   val_batches = _validation_batches(splits, batch_size, seed)
   if early_stopping_patience and not val_batches:
-    raise config.ConfigError("train.early_stopping_patience needs a validation split; "
-                             "set dataset.validation_size > 0 or the patience to 0")
+    raise config.ConfigError(
+      "train.early_stopping_patience needs a validation split; "
+      "set dataset.validation_size > 0 or the patience to 0"
+    )
 
   write_dir = _write_dir(model_dir, strat)
   try:
@@ -636,19 +711,52 @@ def train(model_dir,
       logging.info("removed worker temporary dir %s", write_dir)
 
 
-def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, summary_every,
-                validate_every, image_every, early_stopping_patience, early_stopping_metric,
-                keep_checkpoints,
-                max_bad_steps, max_rollbacks, rollback_lr_factor, kill_points, chief,
-                splits, mdl, trainer, ckpt, latest, start, result, make_iterator, iterator,
-                val_batches, write_dir, configured_rates, **unused):
+def _train_loop(
+  *,
+  model_dir,
+  num_steps,
+  batch_size,
+  seed,
+  checkpoint_every,
+  summary_every,
+  validate_every,
+  image_every,
+  early_stopping_patience,
+  early_stopping_metric,
+  keep_checkpoints,
+  max_bad_steps,
+  max_rollbacks,
+  rollback_lr_factor,
+  kill_points,
+  chief,
+  splits,
+  mdl,
+  trainer,
+  ckpt,
+  latest,
+  start,
+  result,
+  make_iterator,
+  iterator,
+  val_batches,
+  write_dir,
+  configured_rates,
+  **unused,
+):
   """The training loop of `train` once all inputs are checked (writes to write_dir)."""
   del unused
-  manager = tf.train.CheckpointManager(ckpt, os.path.join(write_dir, "checkpoints"),
-                                       max_to_keep=keep_checkpoints, step_counter=trainer.step)
+  manager = tf.train.CheckpointManager(
+    ckpt,
+    os.path.join(write_dir, "checkpoints"),
+    max_to_keep=keep_checkpoints,
+    step_counter=trainer.step,
+  )
   best_manager = tf.train.CheckpointManager(
-      tf.train.Checkpoint(model=mdl, step=trainer.step), os.path.join(write_dir, "best"),
-      max_to_keep=1, step_counter=trainer.step)
+    tf.train.Checkpoint(model=mdl, step=trainer.step),
+    os.path.join(write_dir, "best"),
+    max_to_keep=1,
+    step_counter=trainer.step,
+  )
   config.write_operative_config(write_dir)
   validation_fn = make_validation_fn(mdl)
   train_writer = tf.summary.create_file_writer(os.path.join(write_dir, "summaries", "train"))
@@ -661,8 +769,9 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
     options = None
     if ("after_write", step) in kill_points:
       options = tf.train.CheckpointOptions(experimental_write_callbacks=[_die])
-    with (_kill_inside_tf_saver() if ("mid_write", step) in kill_points
-          else contextlib.nullcontext()):
+    with (
+      _kill_inside_tf_saver() if ("mid_write", step) in kill_points else contextlib.nullcontext()
+    ):
       path = manager.save(checkpoint_number=step, options=options)
     if ("after_save", step) in kill_points:
       _die()
@@ -691,17 +800,26 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
       guard_summaries(step, 0)
       train_writer.flush()
       raise TrainingDivergedError(
-          f"{reason} at step {step} and the rollback budget train.max_rollbacks={max_rollbacks} "
-          f"is used up; stopping (last good checkpoint: {last_good}); lower the learning "
-          f"rates or change train.seed, then rerun to resume from it")
+        f"{reason} at step {step} and the rollback budget train.max_rollbacks={max_rollbacks} "
+        f"is used up; stopping (last good checkpoint: {last_good}); lower the learning "
+        f"rates or change train.seed, then rerun to resume from it"
+      )
     _restore(ckpt, last_good, trainer)
     trainer.rollbacks.assign(done + 1)
     trainer.consecutive_bad.assign(0)
     _set_learning_rates(trainer, configured_rates, rollback_lr_factor)
     back = int(trainer.step.numpy())
     result["guard"]["rollbacks"] = done + 1
-    logging.warning("%s at step %d: rollback %d/%d to %s (step %d); learning rates x %g",
-                    reason, step, done + 1, max_rollbacks, last_good, back, rollback_lr_factor)
+    logging.warning(
+      "%s at step %d: rollback %d/%d to %s (step %d); learning rates x %g",
+      reason,
+      step,
+      done + 1,
+      max_rollbacks,
+      last_good,
+      back,
+      rollback_lr_factor,
+    )
     guard_summaries(step, 0)
     return back
 
@@ -709,8 +827,11 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
   run_start, run_start_step = last_time, start
   sums, count, window_skipped, window_done = {}, 0, 0, False
   while step < num_steps:
-    boundaries = [num_steps] + [(step // e + 1) * e for e in
-                                (checkpoint_every, summary_every, validate_every, image_every) if e]
+    boundaries = [num_steps] + [
+      (step // e + 1) * e
+      for e in (checkpoint_every, summary_every, validate_every, image_every)
+      if e
+    ]
     n = min(boundaries) - step
     chunk_sums, good, done = trainer.loop(iterator, tf.constant(n, tf.int32))
     good, done = int(good.numpy()), int(done.numpy())
@@ -720,8 +841,9 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
     result["guard"]["skipped_steps"] += skipped
     window_skipped += skipped
     if skipped:
-      logging.warning("skipped %d step(s) with a non-finite loss or gradient (up to step %d)",
-                      skipped, step)
+      logging.warning(
+        "skipped %d step(s) with a non-finite loss or gradient (up to step %d)", skipped, step
+      )
     for k, v in chunk_sums.items():
       sums[k] = sums.get(k, 0.0) + v
     count += good
@@ -746,18 +868,29 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
           for k, v in means.items():
             tf.summary.scalar(k, v)
           tf.summary.scalar("speed/images_per_second", img_s)
-          tf.summary.scalar("learning_rate/generator",
-                            float(trainer.g_opt.learning_rate.numpy()))
+          tf.summary.scalar("learning_rate/generator", float(trainer.g_opt.learning_rate.numpy()))
           if mdl.has_discriminators:
-            tf.summary.scalar("learning_rate/discriminator",
-                              float(trainer.d_opt.learning_rate.numpy()))
+            tf.summary.scalar(
+              "learning_rate/discriminator", float(trainer.d_opt.learning_rate.numpy())
+            )
       guard_summaries(step, window_skipped)
-      shown = " | ".join(f"{k.split('/')[-1]} {means[k]:.4g}" for k in sorted(means)
-                         if k.startswith("loss/") or k.endswith("neg_elbo")
-                         or k.endswith("accuracy") or k in _SHOWN_RATIOS)
-      logging.info("step %d/%d | %s | skipped %d | %.0f img/s | ETA %s", step, num_steps,
-                   shown, window_skipped, img_s,
-                   _format_eta((num_steps - step) / rate if rate > 0 else float("inf")))
+      shown = " | ".join(
+        f"{k.split('/')[-1]} {means[k]:.4g}"
+        for k in sorted(means)
+        if k.startswith("loss/")
+        or k.endswith("neg_elbo")
+        or k.endswith("accuracy")
+        or k in _SHOWN_RATIOS
+      )
+      logging.info(
+        "step %d/%d | %s | skipped %d | %.0f img/s | ETA %s",
+        step,
+        num_steps,
+        shown,
+        window_skipped,
+        img_s,
+        _format_eta((num_steps - step) / rate if rate > 0 else float("inf")),
+      )
       sums, count, window_skipped, last_step = {}, 0, 0, step
       window_done = True
 
@@ -766,22 +899,30 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
         samples, _ = mdl.sample(64, noise.fold_in(tf.constant([seed, 1], tf.int32), step))
         tf.summary.image("samples", _image_grid(samples, 8))
         if val_batches or len(splits.test):
-          x = val_batches[0][:32] if val_batches else tf.constant(
-              data.to_float(splits.test[:32], splits.binary))
-          pairs = tf.reshape(tf.stack([x, mdl.reconstruct(x)], axis=1),
-                             [-1] + list(x.shape[1:]))
+          x = (
+            val_batches[0][:32]
+            if val_batches
+            else tf.constant(data.to_float(splits.test[:32], splits.binary))
+          )
+          pairs = tf.reshape(tf.stack([x, mdl.reconstruct(x)], axis=1), [-1] + list(x.shape[1:]))
           tf.summary.image("reconstructions", _image_grid(pairs, 8))
 
     if val_batches and (due(validate_every, step) or step == num_steps):
-      val = _validate(validation_fn, val_batches, tf.constant([seed, 2], tf.int32),
-                      early_stopping_metric)
+      val = _validate(
+        validation_fn, val_batches, tf.constant([seed, 2], tf.int32), early_stopping_metric
+      )
       result["validation"] = val
       if chief:
         with val_writer.as_default(step=step):
           for k, v in val.items():
             tf.summary.scalar(k, v)
-      logging.info("validation at step %d | -ELBO %.3f nats | recon_x %.5f | recon_z %.5f",
-                   step, val["neg_elbo"], val["recon_x"], val["recon_z"])
+      logging.info(
+        "validation at step %d | -ELBO %.3f nats | recon_x %.5f | recon_z %.5f",
+        step,
+        val["neg_elbo"],
+        val["recon_x"],
+        val["recon_z"],
+      )
       if val["early_stopping_metric"] < trainer.best_metric.numpy():
         trainer.best_metric.assign(val["early_stopping_metric"])
         trainer.bad_validations.assign(0)
@@ -790,8 +931,11 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
         trainer.bad_validations.assign_add(1)
         if early_stopping_patience and trainer.bad_validations.numpy() >= early_stopping_patience:
           trainer.stopped_early.assign(True)
-          logging.info("early stopping at step %d: no improvement in %d validations", step,
-                       early_stopping_patience)
+          logging.info(
+            "early stopping at step %d: no improvement in %d validations",
+            step,
+            early_stopping_patience,
+          )
 
     # Periodic checkpoints only after a good step (a rollback target inside a bad streak
     # would replay it); the final one always. Never with non-finite weights.
@@ -813,12 +957,21 @@ def _train_loop(*, model_dir, num_steps, batch_size, seed, checkpoint_every, sum
   train_writer.flush()
   val_writer.flush()
   result["weights_sha256"] = trainer.weights_digest()
-  logging.info("final weights sha256 %s (step %d, %d skipped step(s), %d rollback(s))",
-               result["weights_sha256"], step, result["guard"]["skipped_steps"],
-               result["guard"]["rollbacks"])
+  logging.info(
+    "final weights sha256 %s (step %d, %d skipped step(s), %d rollback(s))",
+    result["weights_sha256"],
+    step,
+    result["guard"]["skipped_steps"],
+    result["guard"]["rollbacks"],
+  )
   gin_path = config.write_operative_config(write_dir)
   if chief:
     with open(gin_path) as f:
-      export_lib.export(mdl, os.path.join(model_dir, "saved_model"), f.read(),
-                        step=int(trainer.step.numpy()), dataset=splits.name)
+      export_lib.export(
+        mdl,
+        os.path.join(model_dir, "saved_model"),
+        f.read(),
+        step=int(trainer.step.numpy()),
+        dataset=splits.name,
+      )
   return result

@@ -38,7 +38,7 @@ def matmul_gflops(n=1024, reps=50):
     for _ in range(reps):
       r = mm(a)
     r.numpy()
-    rates.append(2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
+    rates.append(2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
   return statistics.median(rates)
 
 

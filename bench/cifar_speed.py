@@ -47,8 +47,10 @@ def _parse(args, extra=()):
   if args.cifar_dir:
     bindings.append(f"dataset.local_dir = {args.cifar_dir!r}")
   else:
-    bindings += ["dataset.name = 'synthetic'",
-                 f"dataset.synthetic_num_examples = {max(8 * args.batch_size, 64)}"]
+    bindings += [
+      "dataset.name = 'synthetic'",
+      f"dataset.synthetic_num_examples = {max(8 * args.batch_size, 64)}",
+    ]
   config.parse([GIN_FILE], bindings)
 
 
@@ -64,10 +66,11 @@ def time_training(args, splits, strategy_name, jit):
   finally:
     gin.clear_config()
   dist = strategy.distribute_datasets_from_function(
-      lambda ctx: data.train_dataset(splits.train, args.batch_size, 0, splits.binary,
-                                     input_context=ctx))
-  return bench_lib.time_train_loop(trainer, iter(dist), args.steps, args.repeats,
-                                   args.batch_size)
+    lambda ctx: data.train_dataset(
+      splits.train, args.batch_size, 0, splits.binary, input_context=ctx
+    )
+  )
+  return bench_lib.time_train_loop(trainer, iter(dist), args.steps, args.repeats, args.batch_size)
 
 
 def time_sample(args, image_shape):
@@ -86,10 +89,18 @@ def time_sample(args, image_shape):
   rows = []
   for batch, iters in ((args.sample_batch, args.iters), (1, args.iters * 5)):
     n = tf.constant(batch)
-    t = bench_lib.windows(lambda: sample(num_samples=n, seed=seed)["images"].numpy(), iters,
-                          args.repeats)
-    rows.append((f"sample (SavedModel), batch {batch}", batch / np.median(t),
-                 batch / t.max(), batch / t.min(), np.median(t) / batch))
+    t = bench_lib.windows(
+      lambda: sample(num_samples=n, seed=seed)["images"].numpy(), iters, args.repeats
+    )
+    rows.append(
+      (
+        f"sample (SavedModel), batch {batch}",
+        batch / np.median(t),
+        batch / t.max(),
+        batch / t.min(),
+        np.median(t) / batch,
+      )
+    )
   return rows
 
 
@@ -102,10 +113,12 @@ def main():
   parser.add_argument("--sample_batch", type=int, default=1000)
   parser.add_argument("--strategies", default="default", help="comma-separated")
   parser.add_argument("--jit", default="0", help="comma-separated XLA settings, 0/1")
-  parser.add_argument("--cifar_dir", default=None,
-                      help="CIFAR-10 python batches or .npz (default: synthetic images)")
-  parser.add_argument("--gin_param", action="append", default=[],
-                      help="extra gin bindings (repeatable)")
+  parser.add_argument(
+    "--cifar_dir", default=None, help="CIFAR-10 python batches or .npz (default: synthetic images)"
+  )
+  parser.add_argument(
+    "--gin_param", action="append", default=[], help="extra gin bindings (repeatable)"
+  )
   args = parser.parse_args()
 
   _parse(args)
@@ -114,25 +127,33 @@ def main():
   finally:
     gin.clear_config()
   print(f"gin/cifar10.gin; data: {splits.note}")
-  print(f"machine: {os.cpu_count()} CPU cores; tf {tf.__version__}; float32 matmul 1024^3: "
-        f"{bench_lib.matmul_gflops():.0f} GFLOP/s; medians of {args.repeats} windows "
-        f"({args.steps} training steps / {args.iters} sample calls each)\n")
-  header = "| what | strategy | XLA | img/s (median) | min-max | s/image (median) | trace+warm-up s |"
+  print(
+    f"machine: {os.cpu_count()} CPU cores; tf {tf.__version__}; float32 matmul 1024^3: "
+    f"{bench_lib.matmul_gflops():.0f} GFLOP/s; medians of {args.repeats} windows "
+    f"({args.steps} training steps / {args.iters} sample calls each)\n"
+  )
+  header = (
+    "| what | strategy | XLA | img/s (median) | min-max | s/image (median) | trace+warm-up s |"
+  )
   print(header)
   print("| --- | --- | --- | --- | --- | --- | --- |", flush=True)
   for strategy_name in args.strategies.split(","):
     for jit in args.jit.split(","):
       med, lo, hi, warm = time_training(args, splits, strategy_name, jit == "1")
-      print(f"| AS-VAE training step, batch {args.batch_size} | {strategy_name} | "
-            f"{'on' if jit == '1' else 'off'} | {med:,.0f} | {lo:,.0f}-{hi:,.0f} | "
-            f"{1 / med:.2e} | {warm:.1f} |", flush=True)
+      print(
+        f"| AS-VAE training step, batch {args.batch_size} | {strategy_name} | "
+        f"{'on' if jit == '1' else 'off'} | {med:,.0f} | {lo:,.0f}-{hi:,.0f} | "
+        f"{1 / med:.2e} | {warm:.1f} |",
+        flush=True,
+      )
   t0 = time.perf_counter()
   rows = time_sample(args, splits.image_shape)
   warm = time.perf_counter() - t0
   for i, (name, med, lo, hi, per) in enumerate(rows):
     note = f"{warm:.1f} (build, export, load and all sample windows)" if i == 0 else "-"
-    print(f"| {name} | - | off | {med:,.0f} | {lo:,.0f}-{hi:,.0f} | {per:.2e} | {note} |",
-          flush=True)
+    print(
+      f"| {name} | - | off | {med:,.0f} | {lo:,.0f}-{hi:,.0f} | {per:.2e} | {note} |", flush=True
+    )
 
 
 if __name__ == "__main__":

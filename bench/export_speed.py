@@ -77,24 +77,34 @@ def main():
   load_s = time.perf_counter() - t0
   sample, encode = m.signatures["sample"], m.signatures["encode"]
   seed = tf.constant([1, 2], tf.int32)
-  x_big = tf.constant(np.random.RandomState(0).uniform(
-      size=(args.batch, 28, 28, 1)).astype(np.float32))
+  x_big = tf.constant(
+    np.random.RandomState(0).uniform(size=(args.batch, 28, 28, 1)).astype(np.float32)
+  )
   x_one = x_big[:1]
 
   rows = [
-      rate_row(f"sample, batch {args.batch}",
-               time_sample(sample, args.batch, args.iters, args.repeats), args.batch),
-      rate_row("sample, batch 1", time_sample(sample, 1, args.iters * 5, args.repeats), 1),
-      rate_row(f"encode (planar K=80), batch {args.batch}",
-               windows(lambda: encode(images=x_big, seed=seed)["z"].numpy(), args.iters,
-                       args.repeats), args.batch),
-      rate_row("encode (planar K=80), batch 1",
-               windows(lambda: encode(images=x_one, seed=seed)["z"].numpy(), args.iters * 5,
-                       args.repeats), 1),
+    rate_row(
+      f"sample, batch {args.batch}",
+      time_sample(sample, args.batch, args.iters, args.repeats),
+      args.batch,
+    ),
+    rate_row("sample, batch 1", time_sample(sample, 1, args.iters * 5, args.repeats), 1),
+    rate_row(
+      f"encode (planar K=80), batch {args.batch}",
+      windows(lambda: encode(images=x_big, seed=seed)["z"].numpy(), args.iters, args.repeats),
+      args.batch,
+    ),
+    rate_row(
+      "encode (planar K=80), batch 1",
+      windows(lambda: encode(images=x_one, seed=seed)["z"].numpy(), args.iters * 5, args.repeats),
+      1,
+    ),
   ]
 
-  print(f"SavedModel {export_dir}: export {export_s:.1f} s, load {load_s:.1f} s; "
-        f"tf {tf.__version__}, {os.cpu_count()} CPUs; medians of {args.repeats} windows")
+  print(
+    f"SavedModel {export_dir}: export {export_s:.1f} s, load {load_s:.1f} s; "
+    f"tf {tf.__version__}, {os.cpu_count()} CPUs; medians of {args.repeats} windows"
+  )
   print("| signature | img/s (median) | min-max | s/image (median) |")
   print("| --- | --- | --- | --- |")
   for name, med, lo, hi, per in rows:

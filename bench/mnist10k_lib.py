@@ -41,18 +41,18 @@ def protocol_bindings(mnist_dir, train_size, epochs, seed, learning_rate):
   """Gin bindings of the protocol: data, budget (epochs x train_size / 100 steps), seed."""
   steps_per_epoch = train_size // BATCH
   return [
-      f"dataset.local_dir = '{mnist_dir}'",
-      "dataset.name = 'mnist'",
-      f"train.batch_size = {BATCH}",
-      f"train.num_steps = {epochs * steps_per_epoch}",
-      f"train.seed = {seed}",
-      "train.strategy = 'default'",
-      f"train.validate_every = {steps_per_epoch}",
-      f"train.summary_every = {steps_per_epoch}",
-      f"train.checkpoint_every = {steps_per_epoch * 5}",
-      f"train.image_every = {steps_per_epoch * 5}",
-      f"generator/optimizer.learning_rate = {learning_rate}",
-      f"discriminator/optimizer.learning_rate = {learning_rate}",
+    f"dataset.local_dir = '{mnist_dir}'",
+    "dataset.name = 'mnist'",
+    f"train.batch_size = {BATCH}",
+    f"train.num_steps = {epochs * steps_per_epoch}",
+    f"train.seed = {seed}",
+    "train.strategy = 'default'",
+    f"train.validate_every = {steps_per_epoch}",
+    f"train.summary_every = {steps_per_epoch}",
+    f"train.checkpoint_every = {steps_per_epoch * 5}",
+    f"train.image_every = {steps_per_epoch * 5}",
+    f"generator/optimizer.learning_rate = {learning_rate}",
+    f"discriminator/optimizer.learning_rate = {learning_rate}",
   ]
 
 
@@ -73,15 +73,23 @@ def stamp_work_dir(work_dir, settings):
   if os.path.isfile(stamp):
     with open(stamp) as f:
       if json.load(f) != settings:
-        raise ValueError(f"{work_dir} holds runs made with other settings; delete it or pass "
-                         f"another --work_dir")
+        raise ValueError(
+          f"{work_dir} holds runs made with other settings; delete it or pass another --work_dir"
+        )
   else:
     with open(stamp, "w") as f:
       json.dump(settings, f, indent=1)
 
 
-def run(gin_file, model_dir, bindings, classifier_dir, num_importance_samples, num_generated,
-        max_examples=None):
+def run(
+  gin_file,
+  model_dir,
+  bindings,
+  classifier_dir,
+  num_importance_samples,
+  num_generated,
+  max_examples=None,
+):
   """Trains (or resumes) one model and evaluates its best checkpoint; the metrics dict.
 
   A model_dir that already holds eval/metrics.json of a finished run is not rerun.
@@ -90,13 +98,16 @@ def run(gin_file, model_dir, bindings, classifier_dir, num_importance_samples, n
   if os.path.isfile(done):
     with open(done) as f:
       return json.load(f)
-  params = [f"evaluate.num_importance_samples = {num_importance_samples}",
-            f"evaluate.num_generated = {num_generated}",
-            f"evaluate.classifier_dir = '{classifier_dir}'"]
+  params = [
+    f"evaluate.num_importance_samples = {num_importance_samples}",
+    f"evaluate.num_generated = {num_generated}",
+    f"evaluate.classifier_dir = '{classifier_dir}'",
+  ]
   if max_examples:
     params.append(f"evaluate.max_examples = {max_examples}")
-  metrics = experiments.train_and_evaluate(os.path.join(experiments.GIN_DIR, gin_file),
-                                           model_dir, bindings, params, checkpoint="best")
+  metrics = experiments.train_and_evaluate(
+    os.path.join(experiments.GIN_DIR, gin_file), model_dir, bindings, params, checkpoint="best"
+  )
   with open(done, "w") as f:
     json.dump(metrics, f, indent=1)
   return metrics

@@ -37,27 +37,44 @@ import mnist10k_lib as lib
 TABLE1 = experiments.PAPER_TABLES[1].rows  # gin file, label and paper NLL of each model
 
 flags.DEFINE_string("mnist_dir", lib.MNIST_DIR, "Directory with the MNIST t10k IDX files.")
-flags.DEFINE_string("work_dir", os.path.join(lib.ROOT, "runs", "quality_mnist10k"),
-                    "Model dirs and the classifier go here (finished runs are reused).")
-flags.DEFINE_string("results_dir", os.path.join(lib.ROOT, "bench", "results"),
-                    "Where quality_mnist10k.json / .md are written.")
+flags.DEFINE_string(
+  "work_dir",
+  os.path.join(lib.ROOT, "runs", "quality_mnist10k"),
+  "Model dirs and the classifier go here (finished runs are reused).",
+)
+flags.DEFINE_string(
+  "results_dir",
+  os.path.join(lib.ROOT, "bench", "results"),
+  "Where quality_mnist10k.json / .md are written.",
+)
 flags.DEFINE_list("models", ["vae", "asvae_r", "asvae_g", "asvae"], "Models to run.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (one run per model and seed).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of all networks.")
-flags.DEFINE_integer("long_epochs", 0, "If > 0: one extra run per --long_models with this "
-                     "many passes (beyond the 20-pass budget; seed 0).")
+flags.DEFINE_integer(
+  "long_epochs",
+  0,
+  "If > 0: one extra run per --long_models with this "
+  "many passes (beyond the 20-pass budget; seed 0).",
+)
 flags.DEFINE_list("long_models", ["vae", "asvae"], "Models of the --long_epochs runs.")
 flags.DEFINE_bool("quick", False, "1 epoch, k = 50, 1,000 samples, 500 test images.")
 FLAGS = flags.FLAGS
 
-COLUMNS = (("neg_elbo", "-ELBO"), ("iwae_nll", "IWAE NLL"), ("classifier_fid", "classifier FID"),
-           ("classifier_score", "classifier score"), ("kl_exact", "exact KL"),
-           ("ratio_gap", "ratio gap"))
+COLUMNS = (
+  ("neg_elbo", "-ELBO"),
+  ("iwae_nll", "IWAE NLL"),
+  ("classifier_fid", "classifier FID"),
+  ("classifier_score", "classifier score"),
+  ("kl_exact", "exact KL"),
+  ("ratio_gap", "ratio gap"),
+)
 # Same-seed comparisons with the VAE: (header, (metric, f(model, vae))).
-PAIRED = (("IWAE - VAE", ("iwae_nll", lambda a, b: a - b)),
-          ("FID / VAE's", ("classifier_fid", lambda a, b: a / b)),
-          ("score - VAE", ("classifier_score", lambda a, b: a - b)),
-          ("KL / VAE's", ("kl_exact", lambda a, b: a / b)))
+PAIRED = (
+  ("IWAE - VAE", ("iwae_nll", lambda a, b: a - b)),
+  ("FID / VAE's", ("classifier_fid", lambda a, b: a / b)),
+  ("score - VAE", ("classifier_score", lambda a, b: a - b)),
+  ("KL / VAE's", ("kl_exact", lambda a, b: a / b)),
+)
 
 
 def estimator_of(name):
@@ -93,21 +110,33 @@ def _cell(values, spec=".2f"):
 
 def seed_table(runs, header):
   """runs: {model: {seed: metrics}} -> markdown (mean ± se over seeds; paired vs VAE)."""
-  lines = [header, "",
-           "| model | ratio estimators | paper NLL (full MNIST) | seeds | "
-           + " | ".join(h for _, h in COLUMNS) + " | " + " | ".join(h for h, _ in PAIRED) + " |",
-           "|---" * (len(COLUMNS) + len(PAIRED) + 4) + "|"]
+  lines = [
+    header,
+    "",
+    "| model | ratio estimators | paper NLL (full MNIST) | seeds | "
+    + " | ".join(h for _, h in COLUMNS)
+    + " | "
+    + " | ".join(h for h, _ in PAIRED)
+    + " |",
+    "|---" * (len(COLUMNS) + len(PAIRED) + 4) + "|",
+  ]
   vae = runs.get("vae", {})
   for name, by_seed in runs.items():
     seeds = sorted(by_seed)
     cells = [_cell([by_seed[s].get(k) for s in seeds]) for k, _ in COLUMNS]
     common = [s for s in seeds if s in vae]
-    paired = [_cell([fn(by_seed[s][key], vae[s][key]) for s in common])
-              if name != "vae" and common and key in by_seed[seeds[0]] else "-"
-              for _, (key, fn) in PAIRED]
-    lines.append(f"| {TABLE1[name].label} | {estimator_of(name)} "
-                 f"| {TABLE1[name].paper['neg_elbo']} | {','.join(map(str, seeds))} | "
-                 + " | ".join(cells + paired) + " |")
+    paired = [
+      _cell([fn(by_seed[s][key], vae[s][key]) for s in common])
+      if name != "vae" and common and key in by_seed[seeds[0]]
+      else "-"
+      for _, (key, fn) in PAIRED
+    ]
+    lines.append(
+      f"| {TABLE1[name].label} | {estimator_of(name)} "
+      f"| {TABLE1[name].paper['neg_elbo']} | {','.join(map(str, seeds))} | "
+      + " | ".join(cells + paired)
+      + " |"
+    )
   return "\n".join(lines)
 
 
@@ -121,18 +150,34 @@ def main(argv):
   seeds = [int(s) for s in FLAGS.seeds]
   splits = lib.load_splits(FLAGS.mnist_dir)
   work = FLAGS.work_dir + ("_quick" if FLAGS.quick else "")
-  lib.stamp_work_dir(work, dict(lr=FLAGS.learning_rate, k=k, num_generated=num_generated,
-                                max_examples=max_examples, epochs=epochs))
+  lib.stamp_work_dir(
+    work,
+    dict(
+      lr=FLAGS.learning_rate,
+      k=k,
+      num_generated=num_generated,
+      max_examples=max_examples,
+      epochs=epochs,
+    ),
+  )
   clf_dir = os.path.join(work, "classifier")
   clf = lib.classifier(FLAGS.mnist_dir, clf_dir, epochs=1 if FLAGS.quick else 8)
   print(f"classifier: test accuracy {clf['test_accuracy']:.4f} ({clf['data']})", flush=True)
 
   def run(name, seed, n_epochs, tag):
-    bindings = lib.protocol_bindings(FLAGS.mnist_dir, len(splits.train), n_epochs, seed,
-                                     FLAGS.learning_rate)
+    bindings = lib.protocol_bindings(
+      FLAGS.mnist_dir, len(splits.train), n_epochs, seed, FLAGS.learning_rate
+    )
     print(f"== {name} seed {seed}, {n_epochs} passes", flush=True)
-    return lib.run(TABLE1[name].gin_file, os.path.join(work, f"{name}_{tag}"), bindings,
-                   clf_dir, k, num_generated, max_examples)
+    return lib.run(
+      TABLE1[name].gin_file,
+      os.path.join(work, f"{name}_{tag}"),
+      bindings,
+      clf_dir,
+      k,
+      num_generated,
+      max_examples,
+    )
 
   start = time.time()
   runs = {name: {} for name in FLAGS.models}
@@ -143,27 +188,40 @@ def main(argv):
   if FLAGS.long_epochs:
     for name in FLAGS.long_models:
       long_runs[name] = {0: run(name, 0, FLAGS.long_epochs, f"{FLAGS.long_epochs}passes")}
-  cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-              if l.startswith("model name")), "?")
-  header = (f"MNIST-10k quality ({datetime.date.today().isoformat()}, {os.cpu_count()} x {cpu}, "
-            f"TF {tf.__version__}; {'QUICK smoke run, not a result; ' if FLAGS.quick else ''}"
-            f"{epochs} passes x {len(splits.train)} training images, batch {lib.BATCH}, Adam lr "
-            f"{FLAGS.learning_rate}, best checkpoint of early stopping, IWAE k = {k} on "
-            f"{max_examples or len(splits.test)} test images, {num_generated} samples, "
-            f"classifier test accuracy {clf['test_accuracy']:.4f}; mean ± standard error over "
-            f"seeds; {(time.time() - start) / 60:.1f} min this invocation, finished runs reused)")
+  cpu = next(
+    (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"
+  )
+  header = (
+    f"MNIST-10k quality ({datetime.date.today().isoformat()}, {os.cpu_count()} x {cpu}, "
+    f"TF {tf.__version__}; {'QUICK smoke run, not a result; ' if FLAGS.quick else ''}"
+    f"{epochs} passes x {len(splits.train)} training images, batch {lib.BATCH}, Adam lr "
+    f"{FLAGS.learning_rate}, best checkpoint of early stopping, IWAE k = {k} on "
+    f"{max_examples or len(splits.test)} test images, {num_generated} samples, "
+    f"classifier test accuracy {clf['test_accuracy']:.4f}; mean ± standard error over "
+    f"seeds; {(time.time() - start) / 60:.1f} min this invocation, finished runs reused)"
+  )
   out = seed_table(runs, header)
   if long_runs:
-    out += "\n\n" + seed_table(long_runs, f"Beyond the budget: {FLAGS.long_epochs} passes, "
-                                          f"seed 0 (not the MNIST-10k protocol's 20)")
+    out += "\n\n" + seed_table(
+      long_runs,
+      f"Beyond the budget: {FLAGS.long_epochs} passes, seed 0 (not the MNIST-10k protocol's 20)",
+    )
   print("\n" + out)
   os.makedirs(FLAGS.results_dir, exist_ok=True)
   stem = os.path.join(FLAGS.results_dir, "quality_mnist10k" + ("_quick" if FLAGS.quick else ""))
   with open(stem + ".json", "w") as f:
-    json.dump(dict(header=header, classifier=clf, seeds=seeds,
-                   runs={m: {str(s): v for s, v in r.items()} for m, r in runs.items()},
-                   long_runs={m: r[0] for m, r in long_runs.items()},
-                   long_epochs=FLAGS.long_epochs), f, indent=1)
+    json.dump(
+      dict(
+        header=header,
+        classifier=clf,
+        seeds=seeds,
+        runs={m: {str(s): v for s, v in r.items()} for m, r in runs.items()},
+        long_runs={m: r[0] for m, r in long_runs.items()},
+        long_epochs=FLAGS.long_epochs,
+      ),
+      f,
+      indent=1,
+    )
   with open(stem + ".md", "w") as f:
     f.write(out + "\n")
   print(f"\nwrote {stem}.json/.md")

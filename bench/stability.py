@@ -39,8 +39,9 @@ MNIST_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 flags.DEFINE_integer("num_steps", 3000, "Generator steps per seed.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "train.seed values.")
 flags.DEFINE_string("data_dir", MNIST_DIR, "dataset.local_dir (MNIST IDX files).")
-flags.DEFINE_string("out_dir", os.path.join(ROOT, "runs", "stability"),
-                    "Parent of the per-seed model_dirs.")
+flags.DEFINE_string(
+  "out_dir", os.path.join(ROOT, "runs", "stability"), "Parent of the per-seed model_dirs."
+)
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "train.strategy.")
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings (after the defaults).")
 
@@ -49,12 +50,14 @@ def _run(seed):
   model_dir = os.path.join(FLAGS.out_dir, f"seed{seed}")
   every = max(1, min(100, FLAGS.num_steps // 10))
   bindings = [
-      f"dataset.local_dir = '{FLAGS.data_dir}'", f"train.num_steps = {FLAGS.num_steps}",
-      f"train.seed = {seed}", f"train.strategy = '{FLAGS.strategy}'",
-      f"train.summary_every = {every}",
-      f"train.validate_every = {min(1000, FLAGS.num_steps)}",
-      f"train.checkpoint_every = {min(1000, FLAGS.num_steps)}",
-      "train.early_stopping_patience = 0",
+    f"dataset.local_dir = '{FLAGS.data_dir}'",
+    f"train.num_steps = {FLAGS.num_steps}",
+    f"train.seed = {seed}",
+    f"train.strategy = '{FLAGS.strategy}'",
+    f"train.summary_every = {every}",
+    f"train.validate_every = {min(1000, FLAGS.num_steps)}",
+    f"train.checkpoint_every = {min(1000, FLAGS.num_steps)}",
+    "train.early_stopping_patience = 0",
   ] + list(FLAGS.gin_param)
   gin.clear_config()
   config.parse([os.path.join(ROOT, "gin", "mnist.gin")], bindings)
@@ -81,17 +84,40 @@ def main(argv):
     tr, val, guard = result["train"], result["validation"], result.get("guard", {})
     values = list(tr.values()) + list(val.values())
     finite = bool(values) and all(math.isfinite(v) for v in values)
-    rows.append([str(seed), str(result.get("step", "-")),
-                 _fmt(tr.get("loss/generator")), _fmt(tr.get("loss/discriminator")),
-                 _fmt(tr.get("discriminator/eq5_accuracy")),
-                 _fmt(tr.get("discriminator/eq6_accuracy")), _fmt(val.get("neg_elbo")),
-                 "yes" if finite and status == "ok" else "NO",
-                 str(guard.get("skipped_steps", "-")), str(guard.get("rollbacks", "-")),
-                 f"{seconds:.0f}", status])
-  header = ["seed", "step", "loss/gen", "loss/disc", "acc eq5", "acc eq6", "val -ELBO",
-            "finite", "skipped", "rollbacks", "seconds", "status"]
-  print(f"\nAS-VAE stability: gin/mnist.gin, {FLAGS.num_steps} steps, data {FLAGS.data_dir}, "
-        f"strategy {FLAGS.strategy} (losses/accuracies: mean over the last steps before the end)\n")
+    rows.append(
+      [
+        str(seed),
+        str(result.get("step", "-")),
+        _fmt(tr.get("loss/generator")),
+        _fmt(tr.get("loss/discriminator")),
+        _fmt(tr.get("discriminator/eq5_accuracy")),
+        _fmt(tr.get("discriminator/eq6_accuracy")),
+        _fmt(val.get("neg_elbo")),
+        "yes" if finite and status == "ok" else "NO",
+        str(guard.get("skipped_steps", "-")),
+        str(guard.get("rollbacks", "-")),
+        f"{seconds:.0f}",
+        status,
+      ]
+    )
+  header = [
+    "seed",
+    "step",
+    "loss/gen",
+    "loss/disc",
+    "acc eq5",
+    "acc eq6",
+    "val -ELBO",
+    "finite",
+    "skipped",
+    "rollbacks",
+    "seconds",
+    "status",
+  ]
+  print(
+    f"\nAS-VAE stability: gin/mnist.gin, {FLAGS.num_steps} steps, data {FLAGS.data_dir}, "
+    f"strategy {FLAGS.strategy} (losses/accuracies: mean over the last steps before the end)\n"
+  )
   print("| " + " | ".join(header) + " |")
   print("|" + "---|" * len(header))
   for row in rows:

@@ -53,8 +53,11 @@ from bench import export_speed
 from bench import train_speed
 
 flags.DEFINE_string("mnist_dir", train_speed.MNIST_DIR, "Directory with the MNIST IDX files.")
-flags.DEFINE_list("configs", ["vae", "asvae_gaussian", "asvae_planar80"],
-                  "Training steps to time (the analytic FLOP count models the joint estimators).")
+flags.DEFINE_list(
+  "configs",
+  ["vae", "asvae_gaussian", "asvae_planar80"],
+  "Training steps to time (the analytic FLOP count models the joint estimators).",
+)
 flags.DEFINE_integer("windows", 5, "Timed windows per row (median reported).")
 flags.DEFINE_integer("steps", 50, "Training steps per timed window.")
 flags.DEFINE_integer("batch_size", 100, "Global training batch size.")
@@ -63,16 +66,26 @@ flags.DEFINE_bool("jit", False, "XLA-compile the gradient functions (Trainer jit
 flags.DEFINE_integer("sample_batch", 1000, "Batch of the `sample` signature.")
 flags.DEFINE_integer("sample_iters", 20, "`sample` calls per timed window.")
 flags.DEFINE_integer("matmul_reps", 50, "1024^3 matmuls per matmul-rate window.")
-flags.DEFINE_bool("quick", False, "Tiny windows (2 windows of 2 steps): checks that it runs; "
-                  "timings are meaningless.")
-flags.DEFINE_string("out", None, "Output path prefix (.md and .json are appended); default "
-                    "bench/results/throughput, or a temporary dir with --quick.")
+flags.DEFINE_bool(
+  "quick",
+  False,
+  "Tiny windows (2 windows of 2 steps): checks that it runs; timings are meaningless.",
+)
+flags.DEFINE_string(
+  "out",
+  None,
+  "Output path prefix (.md and .json are appended); default "
+  "bench/results/throughput, or a temporary dir with --quick.",
+)
 FLAGS = flags.FLAGS
 
 SAMPLE_TARGET = 150000  # img/s, `sample` at batch 1000 (export issue)
 VAE_FLOP_FRACTION_TARGET = 0.60  # VAE step: achieved FLOP/s >= 60% of the matmul rate
-LABELS = {"vae": "VAE step (Gaussian posterior)", "asvae_gaussian": "AS-VAE step, Gaussian",
-          "asvae_planar80": "AS-VAE step, planar K=80"}
+LABELS = {
+  "vae": "VAE step (Gaussian posterior)",
+  "asvae_gaussian": "AS-VAE step, Gaussian",
+  "asvae_planar80": "AS-VAE step, planar K=80",
+}
 
 # ---- FLOP counting ------------------------------------------------------------
 
@@ -90,8 +103,12 @@ def dense_flops(shapes, backward="none"):
   macs = [int(i) * int(o) for i, o in shapes]
   if not macs:
     return 0
-  extra = {"none": 0, "input": 2 * sum(macs), "full": 4 * sum(macs),
-           "params": 4 * sum(macs) - 2 * macs[0]}[backward]
+  extra = {
+    "none": 0,
+    "input": 2 * sum(macs),
+    "full": 4 * sum(macs),
+    "params": 4 * sum(macs) - 2 * macs[0],
+  }[backward]
   return 2 * sum(macs) + extra
 
 
@@ -125,12 +142,16 @@ def network_shapes(mdl):
       raise NotImplementedError(f"analytic FLOPs: posterior kind {post.kind!r}")
     heads += _kernels(post.planar_bottleneck) if post.hidden_units else []
     heads += _kernels(post.planar_head)
-  out = {"encoder": _stack(mdl.encoder.body), "heads": heads,
-         "decoder": _stack(mdl.decoder.body) + _kernels(mdl.decoder.out)}
+  out = {
+    "encoder": _stack(mdl.encoder.body),
+    "heads": heads,
+    "decoder": _stack(mdl.decoder.body) + _kernels(mdl.decoder.out),
+  }
   if mdl.has_discriminators:
     f = mdl.f1
-    out.update(x_path=_stack(f.x_path), z_path=_stack(f.z_path),
-               joint=_stack(f.joint) + _kernels(f.logit))
+    out.update(
+      x_path=_stack(f.x_path), z_path=_stack(f.z_path), joint=_stack(f.joint) + _kernels(f.logit)
+    )
   return out
 
 
@@ -152,31 +173,46 @@ def step_passes(objective, has_discriminators, shapes):
   out = []
   # Generator update: only theta/phi get gradients; discriminator kernels are constants.
   if objective.needs_encoder_branch:
-    out += [(g, "encoder(x)", enc, "params"), (g, "posterior heads(x)", heads, "full"),
-            (g, "decoder(z_q)", dec, "full")]
+    out += [
+      (g, "encoder(x)", enc, "params"),
+      (g, "posterior heads(x)", heads, "full"),
+      (g, "decoder(z_q)", dec, "full"),
+    ]
   gen_prior_branch = has_discriminators and objective.needs_prior_log_q
   if gen_prior_branch:  # x' = decoder(z_p), z_p ~ p(z); log q(z_p | x')
-    out += [(g, "decoder(z_p)", dec, "params"), (g, "encoder(x')", enc, "full"),
-            (g, "posterior heads(x')", heads, "full")]
+    out += [
+      (g, "decoder(z_p)", dec, "params"),
+      (g, "encoder(x')", enc, "full"),
+      (g, "posterior heads(x')", heads, "full"),
+    ]
   if "eq5" in objective.discriminators and objective.needs_encoder_branch:  # f1(x, z_q)
-    out += [(g, "f1(x, z_q) x path", shapes["x_path"], "none"),
-            (g, "f1(x, z_q) z path", shapes["z_path"], "input"),
-            (g, "f1(x, z_q) joint+logit", shapes["joint"], "input")]
+    out += [
+      (g, "f1(x, z_q) x path", shapes["x_path"], "none"),
+      (g, "f1(x, z_q) z path", shapes["z_path"], "input"),
+      (g, "f1(x, z_q) joint+logit", shapes["joint"], "input"),
+    ]
   if "eq6" in objective.discriminators and gen_prior_branch:  # f2(x', z_p)
-    out += [(g, "f2(x', z_p) x path", shapes["x_path"], "input"),
-            (g, "f2(x', z_p) z path", shapes["z_path"], "none"),
-            (g, "f2(x', z_p) joint+logit", shapes["joint"], "input")]
+    out += [
+      (g, "f2(x', z_p) x path", shapes["x_path"], "input"),
+      (g, "f2(x', z_p) z path", shapes["z_path"], "none"),
+      (g, "f2(x', z_p) joint+logit", shapes["joint"], "input"),
+    ]
   if not has_discriminators:
     return out
   # Discriminator update: generator outputs are stop-gradient'ed.
-  out += [(d, "encoder(x)", enc, "none"), (d, "posterior heads(x)", heads, "none"),
-          (d, "decoder(z_p)", dec, "none")]
+  out += [
+    (d, "encoder(x)", enc, "none"),
+    (d, "posterior heads(x)", heads, "none"),
+    (d, "decoder(z_p)", dec, "none"),
+  ]
   for eq, f in (("eq5", "f1"), ("eq6", "f2")):
     if eq in objective.discriminators:
       for pair in ("real", "fake"):
-        out += [(d, f"{f} {pair} x path", shapes["x_path"], "params"),
-                (d, f"{f} {pair} z path", shapes["z_path"], "params"),
-                (d, f"{f} {pair} joint+logit", shapes["joint"], "full")]
+        out += [
+          (d, f"{f} {pair} x path", shapes["x_path"], "params"),
+          (d, f"{f} {pair} z path", shapes["z_path"], "params"),
+          (d, f"{f} {pair} joint+logit", shapes["joint"], "full"),
+        ]
   return out
 
 
@@ -196,8 +232,10 @@ def graph_flops(concrete_fn):
     tf.graph_util.import_graph_def(pruned_def, name="")
   builder = tf.compat.v1.profiler.ProfileOptionBuilder
   options = builder(builder.float_operation()).with_empty_output().build()
-  counts = [tf.compat.v1.profiler.profile(graph=g, cmd="op", options=options).total_float_ops
-            for g in (pruned, concrete_fn.graph)]
+  counts = [
+    tf.compat.v1.profiler.profile(graph=g, cmd="op", options=options).total_float_ops
+    for g in (pruned, concrete_fn.graph)
+  ]
   loops = sum(op.type in ("While", "StatelessWhile") for op in pruned.get_operations())
   return counts[0], counts[1], loops
 
@@ -212,8 +250,10 @@ def profiled_step_flops(trainer, per_replica_batch, image_shape):
     grad_fn = trainer._make_grad_fn(mode)  # pylint: disable=protected-access
     # (x, seed, then float32 scalars such as the adversarial weight).
     scalars = len(inspect.signature(grad_fn).parameters) - 2
-    specs = (tf.TensorSpec([per_replica_batch, *image_shape], tf.float32),
-             tf.TensorSpec([2], tf.int32)) + (tf.TensorSpec([], tf.float32),) * scalars
+    specs = (
+      tf.TensorSpec([per_replica_batch, *image_shape], tf.float32),
+      tf.TensorSpec([2], tf.int32),
+    ) + (tf.TensorSpec([], tf.float32),) * scalars
     fn = tf.function(grad_fn)
     pruned, whole, loops = graph_flops(fn.get_concrete_function(*specs))
     out[mode] = pruned / per_replica_batch
@@ -241,45 +281,81 @@ def machine_facts():
           break
   except OSError:
     pass
-  return {"cpu_model": cpu, "cpu_cores": os.cpu_count(), "tensorflow": tf.__version__,
-          "python": platform.python_version(), "platform": platform.platform()}
+  return {
+    "cpu_model": cpu,
+    "cpu_cores": os.cpu_count(),
+    "tensorflow": tf.__version__,
+    "python": platform.python_version(),
+    "platform": platform.platform(),
+  }
 
 
 def render_table(rows, matmul_ref):
-  header = ["row", "img/s (median)", "min-max", "spread %", "MFLOP/image", "achieved GFLOP/s",
-            "% of matmul", "img/s target", "met?", "FLOP/s target", "met?"]
+  header = [
+    "row",
+    "img/s (median)",
+    "min-max",
+    "spread %",
+    "MFLOP/image",
+    "achieved GFLOP/s",
+    "% of matmul",
+    "img/s target",
+    "met?",
+    "FLOP/s target",
+    "met?",
+  ]
   lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
   for r in rows:
     frac_target = r.get("flop_fraction_target")
-    cells = [r["label"], f"{r['median']:,.0f}", f"{r['min']:,.0f}-{r['max']:,.0f}",
-             f"{r['spread_pct']:.1f}", f"{r['mflop_per_image']:.2f}",
-             f"{r['achieved_gflops']:.1f}", f"{100 * r['matmul_fraction']:.0f}%",
-             f"{r['target']:,}", "yes" if r["median"] >= r["target"] else "NO",
-             f">= {100 * frac_target:.0f}%" if frac_target else "-",
-             ("yes" if r["matmul_fraction"] >= frac_target else "NO") if frac_target else "-"]
+    cells = [
+      r["label"],
+      f"{r['median']:,.0f}",
+      f"{r['min']:,.0f}-{r['max']:,.0f}",
+      f"{r['spread_pct']:.1f}",
+      f"{r['mflop_per_image']:.2f}",
+      f"{r['achieved_gflops']:.1f}",
+      f"{100 * r['matmul_fraction']:.0f}%",
+      f"{r['target']:,}",
+      "yes" if r["median"] >= r["target"] else "NO",
+      f">= {100 * frac_target:.0f}%" if frac_target else "-",
+      ("yes" if r["matmul_fraction"] >= frac_target else "NO") if frac_target else "-",
+    ]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
 def render_flop_table(rows):
-  lines = ["| row | analytic MFLOP/image (gen + disc) | profiler, executed graph | "
-           "profiler / analytic | profiler, whole traced graph | while loops not counted |",
-           "| --- | --- | --- | --- | --- | --- |"]
+  lines = [
+    "| row | analytic MFLOP/image (gen + disc) | profiler, executed graph | "
+    "profiler / analytic | profiler, whole traced graph | while loops not counted |",
+    "| --- | --- | --- | --- | --- | --- |",
+  ]
   for r in rows:
     a, p = r["flops_analytic"], r["flops_profiler"]
     lines.append(
-        f"| {r['label']} | {a['step'] / 1e6:.3f} ({a['generator'] / 1e6:.3f} + "
-        f"{a['discriminator'] / 1e6:.3f}) | {p['step'] / 1e6:.3f} | "
-        f"{p['step'] / a['step']:.3f} | {p['unpruned'] / 1e6:.3f} | {p['while_loops']} |")
+      f"| {r['label']} | {a['step'] / 1e6:.3f} ({a['generator'] / 1e6:.3f} + "
+      f"{a['discriminator'] / 1e6:.3f}) | {p['step'] / 1e6:.3f} | "
+      f"{p['step'] / a['step']:.3f} | {p['unpruned'] / 1e6:.3f} | {p['while_loops']} |"
+    )
   return "\n".join(lines)
 
 
 def make_row(key, label, rates, mflop, target, matmul_ref, **extra):
   med, lo, hi = rates
   gflops = med * mflop / 1e3
-  return dict(key=key, label=label, median=med, min=lo, max=hi, spread_pct=spread(med, lo, hi),
-              mflop_per_image=mflop, achieved_gflops=gflops, matmul_fraction=gflops / matmul_ref,
-              target=target, **extra)
+  return dict(
+    key=key,
+    label=label,
+    median=med,
+    min=lo,
+    max=hi,
+    spread_pct=spread(med, lo, hi),
+    mflop_per_image=mflop,
+    achieved_gflops=gflops,
+    matmul_fraction=gflops / matmul_ref,
+    target=target,
+    **extra,
+  )
 
 
 def main(_):
@@ -288,12 +364,18 @@ def main(_):
   else:
     windows, steps = FLAGS.windows, FLAGS.steps
     sample_iters, matmul_reps = FLAGS.sample_iters, FLAGS.matmul_reps
-  out = FLAGS.out or (os.path.join(tempfile.mkdtemp(prefix="throughput_quick_"), "throughput")
-                      if FLAGS.quick else os.path.join(ROOT, "bench", "results", "throughput"))
+  out = FLAGS.out or (
+    os.path.join(tempfile.mkdtemp(prefix="throughput_quick_"), "throughput")
+    if FLAGS.quick
+    else os.path.join(ROOT, "bench", "results", "throughput")
+  )
   started = datetime.datetime.now(datetime.timezone.utc)
   facts = machine_facts()
-  print(f"{facts['cpu_model']}, {facts['cpu_cores']} cores, TF {facts['tensorflow']}"
-        + ("   [--quick: timings are meaningless]" if FLAGS.quick else ""), flush=True)
+  print(
+    f"{facts['cpu_model']}, {facts['cpu_cores']} cores, TF {facts['tensorflow']}"
+    + ("   [--quick: timings are meaningless]" if FLAGS.quick else ""),
+    flush=True,
+  )
   matmul = [bench_lib.matmul_gflops(reps=matmul_reps)]
   print(f"float32 matmul 1024^3 (before): {matmul[0]:.1f} GFLOP/s", flush=True)
 
@@ -301,19 +383,26 @@ def main(_):
   print(f"data: {splits.note}", flush=True)
   measured = []
   for key in FLAGS.configs:
-    trainer, strategy = train_speed.make_trainer(key, FLAGS.strategy, FLAGS.jit, splits,
-                                                 FLAGS.batch_size)
+    trainer, strategy = train_speed.make_trainer(
+      key, FLAGS.strategy, FLAGS.jit, splits, FLAGS.batch_size
+    )
     mdl = trainer.model
-    analytic = passes_flops(step_passes(mdl.objective, mdl.has_discriminators,
-                                        network_shapes(mdl)), trainer.disc_steps)
-    profiled = profiled_step_flops(trainer, FLAGS.batch_size // strategy.num_replicas_in_sync,
-                                   splits.image_shape)
-    med, lo, hi, warm = train_speed.time_trainer(trainer, strategy, splits, FLAGS.batch_size,
-                                                 steps, windows)
+    analytic = passes_flops(
+      step_passes(mdl.objective, mdl.has_discriminators, network_shapes(mdl)), trainer.disc_steps
+    )
+    profiled = profiled_step_flops(
+      trainer, FLAGS.batch_size // strategy.num_replicas_in_sync, splits.image_shape
+    )
+    med, lo, hi, warm = train_speed.time_trainer(
+      trainer, strategy, splits, FLAGS.batch_size, steps, windows
+    )
     measured.append((key, (med, lo, hi), analytic, profiled, warm))
-    print(f"  {key}: {med:,.0f} img/s ({lo:,.0f}-{hi:,.0f}), trace + warm-up {warm:.1f} s; "
-          f"{analytic['step'] / 1e6:.2f} MFLOP/image analytic, "
-          f"{profiled['step'] / 1e6:.2f} profiler", flush=True)
+    print(
+      f"  {key}: {med:,.0f} img/s ({lo:,.0f}-{hi:,.0f}), trace + warm-up {warm:.1f} s; "
+      f"{analytic['step'] / 1e6:.2f} MFLOP/image analytic, "
+      f"{profiled['step'] / 1e6:.2f} profiler",
+      flush=True,
+    )
 
   mdl, export_dir, _ = export_speed.export_mnist_model()
   sig = tf.saved_model.load(export_dir).signatures["sample"]
@@ -326,69 +415,123 @@ def main(_):
 
   matmul.append(bench_lib.matmul_gflops(reps=matmul_reps))
   matmul_ref = statistics.mean(matmul)
-  print(f"float32 matmul 1024^3 (after): {matmul[1]:.1f} GFLOP/s; reference {matmul_ref:.1f}",
-        flush=True)
+  print(
+    f"float32 matmul 1024^3 (after): {matmul[1]:.1f} GFLOP/s; reference {matmul_ref:.1f}",
+    flush=True,
+  )
 
   drift = 100.0 * abs(matmul[1] - matmul[0]) / min(matmul)
   if drift > 10:
-    print(f"WARNING: the matmul rate moved {drift:.0f}% during the run: the machine was not "
-          f"quiet; treat the fractions (and img/s) with care.", flush=True)
+    print(
+      f"WARNING: the matmul rate moved {drift:.0f}% during the run: the machine was not "
+      f"quiet; treat the fractions (and img/s) with care.",
+      flush=True,
+    )
   rows = []
   for key, rates, analytic, profiled, warm in measured:
-    rows.append(make_row(
-        key, LABELS.get(key, key), rates, analytic["step"] / 1e6, train_speed.TARGETS[key],
-        matmul_ref, flop_fraction_target=VAE_FLOP_FRACTION_TARGET if key == "vae" else None,
-        flops_analytic=analytic, flops_profiler=profiled, warmup_s=warm))
-  rows.append(make_row(
-      "sample", f"`sample` SavedModel, batch {FLAGS.sample_batch}", (s_med, s_lo, s_hi),
-      decoder_flops / 1e6, SAMPLE_TARGET, matmul_ref,
+    rows.append(
+      make_row(
+        key,
+        LABELS.get(key, key),
+        rates,
+        analytic["step"] / 1e6,
+        train_speed.TARGETS[key],
+        matmul_ref,
+        flop_fraction_target=VAE_FLOP_FRACTION_TARGET if key == "vae" else None,
+        flops_analytic=analytic,
+        flops_profiler=profiled,
+        warmup_s=warm,
+      )
+    )
+  rows.append(
+    make_row(
+      "sample",
+      f"`sample` SavedModel, batch {FLAGS.sample_batch}",
+      (s_med, s_lo, s_hi),
+      decoder_flops / 1e6,
+      SAMPLE_TARGET,
+      matmul_ref,
       flops_analytic={"step": decoder_flops, "generator": decoder_flops, "discriminator": 0},
-      flops_profiler={"step": sample_prof[0] / FLAGS.sample_batch,
-                      "unpruned": sample_prof[1] / FLAGS.sample_batch,
-                      "while_loops": sample_prof[2]}))
+      flops_profiler={
+        "step": sample_prof[0] / FLAGS.sample_batch,
+        "unpruned": sample_prof[1] / FLAGS.sample_batch,
+        "while_loops": sample_prof[2],
+      },
+    )
+  )
 
   command = "bench/throughput.py " + " ".join(sys.argv[1:])
   notes = [
-      f"Date {started:%Y-%m-%d %H:%M} UTC; {facts['cpu_model']}, {facts['cpu_cores']} cores, "
-      f"TF {facts['tensorflow']}; `.venv/bin/python {command.strip()}`"
-      + ("; **--quick: timings are meaningless**" if FLAGS.quick else "") + ".",
-      f"Training: real MNIST ({len(splits.train):,} training images), batch {FLAGS.batch_size}, "
-      f"strategy {FLAGS.strategy}, XLA {'on' if FLAGS.jit else 'off'}, gin/mnist.gin MLPs; "
-      f"one step = 1 discriminator + 1 generator update (the VAE: generator only). "
-      f"`sample`: the gin/mnist.gin model exported and loaded with tf.saved_model.load.",
-      f"img/s: median of {windows} timed windows ({steps} steps / {sample_iters} `sample` "
-      f"calls each) after an untimed warm-up window; min-max and spread = (max - min) / "
-      f"median show the noise of this run.",
-      f"Matmul reference: float32 1024^3 matmul, {matmul[0]:.1f} GFLOP/s before and "
-      f"{matmul[1]:.1f} after the timings (medians of 5 windows of {matmul_reps}); "
-      f"reference = {matmul_ref:.1f} GFLOP/s (before/after differ by {drift:.0f}%"
-      + ("; the machine was NOT quiet" if drift > 10 else "") + "). "
-      "Achieved GFLOP/s = img/s x MFLOP/image.",
-      "MFLOP/image: analytic Dense-matmul FLOPs of one step (forward 2*in*out, weight and "
-      "input gradients 2*in*out each, only where the step needs them). Not counted: bias "
-      "adds, activations, losses, dropout, Adam updates, the planar flow's O(K*D) vector "
-      "ops. Cross-check: the TF profiler on the traced per-replica gradient functions, "
-      "restricted to the ops their outputs depend on (MatMuls plus the few elementwise "
-      "ops it has FLOP rules for; ops inside while loops are not seen).",
+    f"Date {started:%Y-%m-%d %H:%M} UTC; {facts['cpu_model']}, {facts['cpu_cores']} cores, "
+    f"TF {facts['tensorflow']}; `.venv/bin/python {command.strip()}`"
+    + ("; **--quick: timings are meaningless**" if FLAGS.quick else "")
+    + ".",
+    f"Training: real MNIST ({len(splits.train):,} training images), batch {FLAGS.batch_size}, "
+    f"strategy {FLAGS.strategy}, XLA {'on' if FLAGS.jit else 'off'}, gin/mnist.gin MLPs; "
+    f"one step = 1 discriminator + 1 generator update (the VAE: generator only). "
+    f"`sample`: the gin/mnist.gin model exported and loaded with tf.saved_model.load.",
+    f"img/s: median of {windows} timed windows ({steps} steps / {sample_iters} `sample` "
+    f"calls each) after an untimed warm-up window; min-max and spread = (max - min) / "
+    f"median show the noise of this run.",
+    f"Matmul reference: float32 1024^3 matmul, {matmul[0]:.1f} GFLOP/s before and "
+    f"{matmul[1]:.1f} after the timings (medians of 5 windows of {matmul_reps}); "
+    f"reference = {matmul_ref:.1f} GFLOP/s (before/after differ by {drift:.0f}%"
+    + ("; the machine was NOT quiet" if drift > 10 else "")
+    + "). "
+    "Achieved GFLOP/s = img/s x MFLOP/image.",
+    "MFLOP/image: analytic Dense-matmul FLOPs of one step (forward 2*in*out, weight and "
+    "input gradients 2*in*out each, only where the step needs them). Not counted: bias "
+    "adds, activations, losses, dropout, Adam updates, the planar flow's O(K*D) vector "
+    "ops. Cross-check: the TF profiler on the traced per-replica gradient functions, "
+    "restricted to the ops their outputs depend on (MatMuls plus the few elementwise "
+    "ops it has FLOP rules for; ops inside while loops are not seen).",
   ]
   table, flop_table = render_table(rows, matmul_ref), render_flop_table(rows)
-  text = ("# Throughput (bench/throughput.py)\n\n" + "\n\n".join(notes) + "\n\n" + table
-          + "\n\nFLOP counts per image, analytic vs TF profiler:\n\n" + flop_table + "\n")
+  text = (
+    "# Throughput (bench/throughput.py)\n\n"
+    + "\n\n".join(notes)
+    + "\n\n"
+    + table
+    + "\n\nFLOP counts per image, analytic vs TF profiler:\n\n"
+    + flop_table
+    + "\n"
+  )
   print("\n" + table + "\n\n" + flop_table, flush=True)
 
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out + ".md", "w") as f:
     f.write(text)
   with open(out + ".json", "w") as f:
-    json.dump({"date": started.isoformat(timespec="seconds"), "command": command.strip(),
-               "quick": FLAGS.quick, "machine": facts,
-               "settings": {"windows": windows, "steps": steps, "batch_size": FLAGS.batch_size,
-                            "strategy": FLAGS.strategy, "jit": FLAGS.jit,
-                            "sample_batch": FLAGS.sample_batch, "sample_iters": sample_iters,
-                            "matmul_reps": matmul_reps, "data": splits.note},
-               "matmul_gflops": {"before": matmul[0], "after": matmul[1],
-                                 "reference": matmul_ref, "drift_pct": drift},
-               "rows": rows, "notes": notes}, f, indent=1, default=float)
+    json.dump(
+      {
+        "date": started.isoformat(timespec="seconds"),
+        "command": command.strip(),
+        "quick": FLAGS.quick,
+        "machine": facts,
+        "settings": {
+          "windows": windows,
+          "steps": steps,
+          "batch_size": FLAGS.batch_size,
+          "strategy": FLAGS.strategy,
+          "jit": FLAGS.jit,
+          "sample_batch": FLAGS.sample_batch,
+          "sample_iters": sample_iters,
+          "matmul_reps": matmul_reps,
+          "data": splits.note,
+        },
+        "matmul_gflops": {
+          "before": matmul[0],
+          "after": matmul[1],
+          "reference": matmul_ref,
+          "drift_pct": drift,
+        },
+        "rows": rows,
+        "notes": notes,
+      },
+      f,
+      indent=1,
+      default=float,
+    )
   print(f"\nwrote {out}.md and {out}.json")
 
 

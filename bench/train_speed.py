@@ -32,16 +32,23 @@ MNIST_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 # The AS-VAE rows time the paper's joint estimators (the step bench/throughput.py's analytic
 # FLOP count models); "asvae_planar80_explicit" is gin/mnist.gin as shipped (explicit f1
 # and f2, README "Ratio estimators"), timed only.
-JOINT = ["model.ratio_estimator = 'joint'", "model.f2_decoder_gradient = 'exact'",
-         "model.generator_pass_dropout = True"]
+JOINT = [
+  "model.ratio_estimator = 'joint'",
+  "model.f2_decoder_gradient = 'exact'",
+  "model.generator_pass_dropout = True",
+]
 CONFIGS = {
-    "vae": ["model.objective = 'vae'", "posterior.kind = 'gaussian'", "posterior.num_flows = 0"],
-    "asvae_gaussian": ["posterior.kind = 'gaussian'", "posterior.num_flows = 0"] + JOINT,
-    "asvae_planar80": ["posterior.kind = 'planar'", "posterior.num_flows = 80"] + JOINT,
-    "asvae_planar80_explicit": ["posterior.kind = 'planar'", "posterior.num_flows = 80"],
+  "vae": ["model.objective = 'vae'", "posterior.kind = 'gaussian'", "posterior.num_flows = 0"],
+  "asvae_gaussian": ["posterior.kind = 'gaussian'", "posterior.num_flows = 0"] + JOINT,
+  "asvae_planar80": ["posterior.kind = 'planar'", "posterior.num_flows = 80"] + JOINT,
+  "asvae_planar80_explicit": ["posterior.kind = 'planar'", "posterior.num_flows = 80"],
 }
-TARGETS = {"vae": 25000, "asvae_gaussian": 7000, "asvae_planar80": 3000,
-           "asvae_planar80_explicit": 3000}
+TARGETS = {
+  "vae": 25000,
+  "asvae_gaussian": 7000,
+  "asvae_planar80": 3000,
+  "asvae_planar80_explicit": 3000,
+}
 
 
 def define_flags():
@@ -61,8 +68,9 @@ def make_trainer(name, strategy_name, jit, splits, batch_size=100):
   The gin config of `name` stays parsed (the trainer's optimizers were made from it).
   """
   gin.clear_config()
-  config.parse([os.path.join(ROOT, "gin", "mnist.gin")], CONFIGS[name] + [
-      f"train.batch_size = {batch_size}"])
+  config.parse(
+    [os.path.join(ROOT, "gin", "mnist.gin")], CONFIGS[name] + [f"train.batch_size = {batch_size}"]
+  )
   strategy = train_lib.make_strategy(strategy_name)
   with strategy.scope():
     mdl = model_lib.build_model(image_shape=splits.image_shape)
@@ -73,7 +81,8 @@ def make_trainer(name, strategy_name, jit, splits, batch_size=100):
 def time_trainer(trainer, strategy, splits, batch_size=100, steps=50, windows=5):
   """Training img/s on splits.train: (median, min, max, trace + warm-up seconds)."""
   dist = strategy.distribute_datasets_from_function(
-      lambda ctx: data.train_dataset(splits.train, batch_size, 0, True, input_context=ctx))
+    lambda ctx: data.train_dataset(splits.train, batch_size, 0, True, input_context=ctx)
+  )
   return bench_lib.time_train_loop(trainer, iter(dist), steps, windows, batch_size)
 
 
@@ -86,22 +95,32 @@ def time_config(name, strategy_name, jit, splits, batch_size=100, steps=50, wind
 def main(_):
   splits = data.load_splits(name="mnist", local_dir=FLAGS.mnist_dir)
   print(f"data: {splits.note}")
-  print(f"machine: {os.cpu_count()} CPU cores; float32 matmul 1024^3: "
-        f"{bench_lib.matmul_gflops():.0f} GFLOP/s (median of 5)")
-  print(f"batch {FLAGS.batch_size}; img/s = median over {FLAGS.windows} windows of "
-        f"{FLAGS.steps} steps (min-max shows the noise)\n")
-  header = f"| {'model':<16} | {'strategy':<9} | {'XLA':<3} | {'img/s (median)':>14} | " \
-           f"{'min-max':>15} | {'target':>7} | {'trace+warm-up s':>15} |"
+  print(
+    f"machine: {os.cpu_count()} CPU cores; float32 matmul 1024^3: "
+    f"{bench_lib.matmul_gflops():.0f} GFLOP/s (median of 5)"
+  )
+  print(
+    f"batch {FLAGS.batch_size}; img/s = median over {FLAGS.windows} windows of "
+    f"{FLAGS.steps} steps (min-max shows the noise)\n"
+  )
+  header = (
+    f"| {'model':<16} | {'strategy':<9} | {'XLA':<3} | {'img/s (median)':>14} | "
+    f"{'min-max':>15} | {'target':>7} | {'trace+warm-up s':>15} |"
+  )
   print(header)
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
   for name in FLAGS.configs:
     for strategy_name in FLAGS.strategies:
       for jit in FLAGS.jit:
-        med, lo, hi, warm = time_config(name, strategy_name, jit == "1", splits,
-                                         FLAGS.batch_size, FLAGS.steps, FLAGS.windows)
-        print(f"| {name:<16} | {strategy_name:<9} | {'on' if jit == '1' else 'off':<3} | "
-              f"{med:>14,.0f} | {f'{lo:,.0f}-{hi:,.0f}':>15} | {TARGETS[name]:>7,} | "
-              f"{warm:>15.1f} |", flush=True)
+        med, lo, hi, warm = time_config(
+          name, strategy_name, jit == "1", splits, FLAGS.batch_size, FLAGS.steps, FLAGS.windows
+        )
+        print(
+          f"| {name:<16} | {strategy_name:<9} | {'on' if jit == '1' else 'off':<3} | "
+          f"{med:>14,.0f} | {f'{lo:,.0f}-{hi:,.0f}':>15} | {TARGETS[name]:>7,} | "
+          f"{warm:>15.1f} |",
+          flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ from bench import throughput
 TINY = [(3, 4), (4, 2)]  # 12 + 8 = 20 multiply-adds per example
 
 
-@pytest.mark.parametrize("mode,flops", [
-    ("none", 40),     # forward 2 * 20
-    ("input", 80),    # + input gradients 2 * 20
-    ("full", 120),    # + weight gradients 2 * 20
-    ("params", 96),   # full minus the first layer's input gradient 2 * 12
-])
+@pytest.mark.parametrize(
+  "mode,flops",
+  [
+    ("none", 40),  # forward 2 * 20
+    ("input", 80),  # + input gradients 2 * 20
+    ("full", 120),  # + weight gradients 2 * 20
+    ("params", 96),  # full minus the first layer's input gradient 2 * 12
+  ],
+)
 def test_dense_flops_hand_count(mode, flops):
   assert throughput.dense_flops(TINY, mode) == flops
 
@@ -26,8 +29,14 @@ def test_dense_flops_rejects_unknown_mode():
 
 
 def _shapes():
-  return {"encoder": [(6, 4)], "heads": [(4, 2), (4, 2)], "decoder": [(2, 6)],
-          "x_path": [(6, 3)], "z_path": [(2, 3)], "joint": [(6, 3), (3, 1)]}
+  return {
+    "encoder": [(6, 4)],
+    "heads": [(4, 2), (4, 2)],
+    "decoder": [(2, 6)],
+    "x_path": [(6, 3)],
+    "z_path": [(2, 3)],
+    "joint": [(6, 3), (3, 1)],
+  }
 
 
 def test_vae_step_hand_count():
@@ -41,20 +50,38 @@ def test_asvae_step_hand_count():
   passes = throughput.step_passes(losses.get_objective("asvae"), True, _shapes())
   flops = throughput.passes_flops(passes, disc_steps=2)
   # MACs: encoder 24, heads 16, decoder 12, x path 18, z path 6, joint+logit 18 + 3 = 21.
-  generator = (96 + 96 + 72            # encoder(x) params, heads full, decoder(z_q) full
-               + (72 - 2 * 12) + 144 + 96  # decoder(z_p) params, encoder(x') full, heads full
-               + 2 * 18 + 4 * 6 + 4 * 21   # f1(x, z_q): x path fwd, z path / joint fwd+input
-               + 4 * 18 + 2 * 6 + 4 * 21)  # f2(x', z_p): x path / joint fwd+input, z path fwd
+  generator = (
+    96
+    + 96
+    + 72  # encoder(x) params, heads full, decoder(z_q) full
+    + (72 - 2 * 12)
+    + 144
+    + 96  # decoder(z_p) params, encoder(x') full, heads full
+    + 2 * 18
+    + 4 * 6
+    + 4 * 21  # f1(x, z_q): x path fwd, z path / joint fwd+input
+    + 4 * 18
+    + 2 * 6
+    + 4 * 21
+  )  # f2(x', z_p): x path / joint fwd+input, z path fwd
   # Forward encoder, heads, decoder; 4 discriminator passes, weight gradients only in paths.
   discriminator = 2 * (24 + 16 + 12) + 4 * ((6 * 18 - 36) + (6 * 6 - 12) + 6 * 21)
-  assert flops == {"generator": generator, "discriminator": discriminator,
-                   "step": generator + 2 * discriminator}
+  assert flops == {
+    "generator": generator,
+    "discriminator": discriminator,
+    "step": generator + 2 * discriminator,
+  }
 
 
 def test_profiler_matches_analytic_on_tiny_mlp():
   """Gradient step of a bias-free 7-5-3 MLP: profiler (executed graph) == analytic."""
-  net = keras.Sequential([keras.Input((7,)), keras.layers.Dense(5, use_bias=False),
-                          keras.layers.Dense(3, use_bias=False)])
+  net = keras.Sequential(
+    [
+      keras.Input((7,)),
+      keras.layers.Dense(5, use_bias=False),
+      keras.layers.Dense(3, use_bias=False),
+    ]
+  )
   other = keras.layers.Dense(3, use_bias=False)
   other.build((None, 5))
 
@@ -68,9 +95,11 @@ def test_profiler_matches_analytic_on_tiny_mlp():
 
   batch = 4
   executed, whole, loops = throughput.graph_flops(
-      grads.get_concrete_function(tf.TensorSpec([batch, 7], tf.float32)))
-  analytic = batch * (throughput.dense_flops([(7, 5), (5, 3)], "params")
-                      + throughput.dense_flops([(5, 3)], "input"))
+    grads.get_concrete_function(tf.TensorSpec([batch, 7], tf.float32))
+  )
+  analytic = batch * (
+    throughput.dense_flops([(7, 5), (5, 3)], "params") + throughput.dense_flops([(5, 3)], "input")
+  )
   # The profiler also counts a few elementwise ops (here the product and the gradient sum).
   assert analytic <= executed <= analytic + batch * 20, (executed, analytic)
   assert whole >= executed + 2 * batch * 5 * 3  # + the unused weight gradient of `other`

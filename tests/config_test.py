@@ -19,6 +19,7 @@ def _run_adam(opt_name, strategy, steps=3, dtype=np.float64):
     def fn():
       grad = tf.sin(var * 3.0 + tf.cast(i, var.dtype))  # changes every step
       opt.apply_gradients([(grad / strategy.num_replicas_in_sync, var)])
+
     strategy.run(fn)
 
   for i in range(steps):
@@ -35,7 +36,7 @@ def _numpy_adam(steps=3, lr=0.1, b1=0.9, b2=0.999, eps=1e-7):
     m = b1 * m + (1 - b1) * g
     v = b2 * v + (1 - b2) * g * g
     t = i + 1
-    var = var - lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (np.sqrt(v) + eps)
+    var = var - lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m / (np.sqrt(v) + eps)
   return var
 
 
@@ -47,19 +48,22 @@ def test_fused_adam_matches_reference_adam():
   np.testing.assert_allclose(fused, _numpy_adam(), rtol=1e-7, atol=1e-9)
   # Keras' own Adam casts beta_1/beta_2 through float32 (a ~1e-5 relative error of
   # sqrt(1 - beta_2^t) in float64): it agrees with the reference only to that level.
-  np.testing.assert_allclose(_run_adam("keras_adam", tf.distribute.get_strategy()),
-                             _numpy_adam(), rtol=1e-4)
+  np.testing.assert_allclose(
+    _run_adam("keras_adam", tf.distribute.get_strategy()), _numpy_adam(), rtol=1e-4
+  )
 
 
 def test_fused_adam_under_mirrored_strategy():
   # No collective ops here: TF reuses collective instance keys across strategy
   # objects of one process, which would clash with the training tests' collectives.
   mirrored = lambda: tf.distribute.MirroredStrategy(
-      ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+  )
   fused = _run_adam("adam", mirrored(), dtype=np.float32)
   np.testing.assert_allclose(fused, _numpy_adam(), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(fused, _run_adam("keras_adam", mirrored(), dtype=np.float32),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    fused, _run_adam("keras_adam", mirrored(), dtype=np.float32), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_unknown_optimizer_and_binding_are_errors(tmp_path):

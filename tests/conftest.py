@@ -11,18 +11,18 @@ if ROOT not in sys.path:
 # Tiny networks on synthetic 28x28x1 data (latent D = 4, planar K = 2), batch 8, 2 steps:
 # a training run traces and steps in seconds. Tests add their own schedule bindings.
 TINY_MODEL = [
-    "mlp_encoder.hidden_units = (16,)",
-    "mlp_decoder.hidden_units = (16,)",
-    "joint_discriminator.x_units = (8,)",
-    "joint_discriminator.z_units = (8,)",
-    "joint_discriminator.joint_units = (8,)",
-    "model.latent_dim = 4",
-    "posterior.num_flows = 2",
-    "dataset.name = 'synthetic'",
-    "dataset.synthetic_num_examples = 64",
-    "train.batch_size = 8",
-    "train.num_steps = 2",
-    "train.early_stopping_patience = 0",
+  "mlp_encoder.hidden_units = (16,)",
+  "mlp_decoder.hidden_units = (16,)",
+  "joint_discriminator.x_units = (8,)",
+  "joint_discriminator.z_units = (8,)",
+  "joint_discriminator.joint_units = (8,)",
+  "model.latent_dim = 4",
+  "posterior.num_flows = 2",
+  "dataset.name = 'synthetic'",
+  "dataset.synthetic_num_examples = 64",
+  "train.batch_size = 8",
+  "train.num_steps = 2",
+  "train.early_stopping_patience = 0",
 ]
 
 # Real MNIST test-set files live beside the project root (never copied into it).
@@ -33,8 +33,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 # Two logical CPU devices so MirroredStrategy tests have 2 replicas. Must happen
 # before anything initialises the TF runtime.
 _CPUS = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+tf.config.set_logical_device_configuration(_CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 def tiny_asvae(objective="asvae", kind="planar", dtype="float32", **kwargs):
@@ -46,6 +45,7 @@ def tiny_asvae(objective="asvae", kind="planar", dtype="float32", **kwargs):
   import gin  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
   from asvae_tf import model as model_lib, networks  # pylint: disable=g-import-not-at-top
+
   gin.clear_config()
   gin.bind_parameter("posterior.kind", kind)
   gin.bind_parameter("posterior.num_flows", 2 if kind != "gaussian" else 0)
@@ -53,12 +53,16 @@ def tiny_asvae(objective="asvae", kind="planar", dtype="float32", **kwargs):
   keras.config.set_dtype_policy(dtype)
   try:
     mdl = model_lib.ASVAE(
-        (4, 4, 1), latent_dim=3, objective=objective,
-        encoder=lambda name: networks.MLPEncoder(hidden_units=(8,), name=name),
-        decoder=lambda output_shape, name: networks.MLPDecoder(output_shape, hidden_units=(8,),
-                                                               name=name),
-        discriminator=lambda name: networks.JointDiscriminator((6,), (6,), (6,), name=name),
-        **kwargs)
+      (4, 4, 1),
+      latent_dim=3,
+      objective=objective,
+      encoder=lambda name: networks.MLPEncoder(hidden_units=(8,), name=name),
+      decoder=lambda output_shape, name: networks.MLPDecoder(
+        output_shape, hidden_units=(8,), name=name
+      ),
+      discriminator=lambda name: networks.JointDiscriminator((6,), (6,), (6,), name=name),
+      **kwargs,
+    )
     mdl.build_all()
   finally:
     keras.config.set_dtype_policy(old)
@@ -71,6 +75,7 @@ def idle_checkpoint_keys(gin_files, bindings, image_shape=(28, 28, 1)):
   construction) for the model the gin files + bindings configure."""
   import gin  # pylint: disable=g-import-not-at-top
   from asvae_tf import config, model as model_lib  # pylint: disable=g-import-not-at-top
+
   gin.clear_config()
   config.parse(list(gin_files), list(bindings))
   try:
@@ -79,5 +84,8 @@ def idle_checkpoint_keys(gin_files, bindings, image_shape=(28, 28, 1)):
   finally:
     gin.clear_config()
   idle = {id(v) for v in mdl.idle_variables}
-  return {f"discriminator_optimizer/_trainable_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"
-          for i, v in enumerate(mdl.discriminator_variables) if id(v) in idle}
+  return {
+    f"discriminator_optimizer/_trainable_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"
+    for i, v in enumerate(mdl.discriminator_variables)
+    if id(v) in idle
+  }

@@ -27,32 +27,34 @@ from asvae_tf import networks
 from asvae_tf import train_lib
 from conftest import ROOT
 
-CONV_GIN_FILES = sorted(glob.glob(os.path.join(ROOT, "gin", "cifar10*.gin"))
-                        + glob.glob(os.path.join(ROOT, "gin", "imagenet64*.gin")))
+CONV_GIN_FILES = sorted(
+  glob.glob(os.path.join(ROOT, "gin", "cifar10*.gin"))
+  + glob.glob(os.path.join(ROOT, "gin", "imagenet64*.gin"))
+)
 D = 4
 
 # Tiny widths, D = 4, batch 8, 2 steps, one validation batch of 8: seconds per run.
 TINY_CONV = [
-    "dataset.name = 'synthetic'",
-    "dataset.synthetic_num_examples = 64",
-    "dataset.validation_size = 8",
-    f"model.latent_dim = {D}",
-    "conv_encoder.base_width = 4",
-    "conv_encoder.max_width = 8",
-    "conv_decoder.base_width = 4",
-    "conv_decoder.max_width = 8",
-    "conv_joint_discriminator.base_width = 4",
-    "conv_joint_discriminator.max_width = 8",
-    "conv_joint_discriminator.z_units = (8,)",
-    "conv_joint_discriminator.joint_units = (8,)",
-    "train.batch_size = 8",
-    "train.num_steps = 2",
-    "train.early_stopping_patience = 0",
-    "train.strategy = 'default'",
-    "train.summary_every = 0",
-    "train.validate_every = 0",
-    "train.image_every = 0",
-    "train.checkpoint_every = 0",
+  "dataset.name = 'synthetic'",
+  "dataset.synthetic_num_examples = 64",
+  "dataset.validation_size = 8",
+  f"model.latent_dim = {D}",
+  "conv_encoder.base_width = 4",
+  "conv_encoder.max_width = 8",
+  "conv_decoder.base_width = 4",
+  "conv_decoder.max_width = 8",
+  "conv_joint_discriminator.base_width = 4",
+  "conv_joint_discriminator.max_width = 8",
+  "conv_joint_discriminator.z_units = (8,)",
+  "conv_joint_discriminator.joint_units = (8,)",
+  "train.batch_size = 8",
+  "train.num_steps = 2",
+  "train.early_stopping_patience = 0",
+  "train.strategy = 'default'",
+  "train.summary_every = 0",
+  "train.validate_every = 0",
+  "train.image_every = 0",
+  "train.checkpoint_every = 0",
 ]
 
 
@@ -67,11 +69,12 @@ def _env():
 def test_conv_network_shapes_and_stages(size, stages):
   enc = networks.conv_encoder(base_width=4, max_width=16)
   dec = networks.conv_decoder(output_shape=(size, size, 6), base_width=4, max_width=16)
-  disc = networks.conv_joint_discriminator(base_width=4, max_width=16, z_units=(5,),
-                                           joint_units=(7,))
+  disc = networks.conv_joint_discriminator(
+    base_width=4, max_width=16, z_units=(5,), joint_units=(7,)
+  )
   x = tf.random.stateless_uniform([3, size, size, 3], [0, 1])
   z = tf.random.stateless_normal([3, 10], [0, 2])
-  widths = [min(4 * 2 ** i, 16) for i in range(stages)]
+  widths = [min(4 * 2**i, 16) for i in range(stages)]
   h = enc(x)
   # Down to 4x4 maps of the last width, flattened.
   assert h.shape == (3, 4 * 4 * widths[-1])
@@ -110,22 +113,42 @@ def test_explicit_num_stages_allows_other_sizes():
   assert dec(tf.zeros([2, 3])).shape == (2, 28, 28, 2)
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda: networks.conv_encoder(base_width=2)(tf.zeros([2, 28, 28, 1])),
-     "encoder: unsupported image size 28x28"),
-    (lambda: networks.conv_encoder(base_width=2)(tf.zeros([2, 32, 64, 3])),
-     "unsupported image size 32x64"),
-    (lambda: networks.conv_encoder(base_width=2)(tf.zeros([2, 48, 48, 3])),
-     "unsupported image size 48x48"),
-    (lambda: networks.conv_decoder(output_shape=(30, 30, 6)), "decoder: unsupported image size 30x30"),
-    (lambda: networks.conv_decoder(output_shape=(28, 28, 2), num_stages=3),
-     "unsupported image size 28x28 for num_stages=3"),
-    (lambda: networks.conv_encoder(num_stages=0)(tf.zeros([2, 32, 32, 3])), "num_stages must be >= 1"),
-    (lambda: networks.conv_joint_discriminator(base_width=2)(tf.zeros([2, 36, 36, 3]),
-                                                             tf.zeros([2, 3])),
-     "(x path): unsupported image size 36x36"),
+@pytest.mark.parametrize(
+  "make,needle",
+  [
+    (
+      lambda: networks.conv_encoder(base_width=2)(tf.zeros([2, 28, 28, 1])),
+      "encoder: unsupported image size 28x28",
+    ),
+    (
+      lambda: networks.conv_encoder(base_width=2)(tf.zeros([2, 32, 64, 3])),
+      "unsupported image size 32x64",
+    ),
+    (
+      lambda: networks.conv_encoder(base_width=2)(tf.zeros([2, 48, 48, 3])),
+      "unsupported image size 48x48",
+    ),
+    (
+      lambda: networks.conv_decoder(output_shape=(30, 30, 6)),
+      "decoder: unsupported image size 30x30",
+    ),
+    (
+      lambda: networks.conv_decoder(output_shape=(28, 28, 2), num_stages=3),
+      "unsupported image size 28x28 for num_stages=3",
+    ),
+    (
+      lambda: networks.conv_encoder(num_stages=0)(tf.zeros([2, 32, 32, 3])),
+      "num_stages must be >= 1",
+    ),
+    (
+      lambda: networks.conv_joint_discriminator(base_width=2)(
+        tf.zeros([2, 36, 36, 3]), tf.zeros([2, 3])
+      ),
+      "(x path): unsupported image size 36x36",
+    ),
     (lambda: networks.conv_encoder(base_width=0), "base_width and max_width must be >= 1"),
-])
+  ],
+)
 def test_unsupported_sizes_fail_clearly(make, needle):
   with pytest.raises(ValueError) as e:
     make()
@@ -143,10 +166,10 @@ def test_cifar_gin_model_on_mnist_shaped_data_fails_clearly():
 
 
 def test_conv_dropout_is_stateless_and_seeded():
-  d = networks.conv_joint_discriminator(base_width=4, max_width=8, z_units=(6,),
-                                        joint_units=(5,), dropout_rate=0.5)
-  dec = networks.conv_decoder(output_shape=(32, 32, 6), base_width=4, max_width=8,
-                              dropout_rate=0.5)
+  d = networks.conv_joint_discriminator(
+    base_width=4, max_width=8, z_units=(6,), joint_units=(5,), dropout_rate=0.5
+  )
+  dec = networks.conv_decoder(output_shape=(32, 32, 6), base_width=4, max_width=8, dropout_rate=0.5)
   x = tf.random.stateless_uniform([4, 32, 32, 3], [1, 2])
   z = tf.random.stateless_normal([4, 3], [3, 4])
   s1, s2 = tf.constant([1, 1]), tf.constant([1, 2])
@@ -163,18 +186,22 @@ def test_conv_dropout_is_stateless_and_seeded():
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_every_conv_weight_is_in_a_tf_checkpoint(tmp_path, size):
-  layers = [networks.conv_encoder(base_width=2, hidden_units=(3,)),
-            networks.conv_decoder(output_shape=(size, size, 6), base_width=2, hidden_units=(3,)),
-            networks.conv_joint_discriminator(base_width=2, x_units=(3,), z_units=(2,),
-                                              joint_units=(2, 2))]
+  layers = [
+    networks.conv_encoder(base_width=2, hidden_units=(3,)),
+    networks.conv_decoder(output_shape=(size, size, 6), base_width=2, hidden_units=(3,)),
+    networks.conv_joint_discriminator(base_width=2, x_units=(3,), z_units=(2,), joint_units=(2, 2)),
+  ]
   x = tf.zeros([2, size, size, 3])
   layers[0](x)
   layers[1](tf.zeros([2, 3]))
   layers[2](x, tf.zeros([2, 3]))
   for i, layer in enumerate(layers):
     path = tf.train.Checkpoint(net=layer).save(str(tmp_path / f"c{i}"))
-    saved = [k for k in tf.train.load_checkpoint(path).get_variable_to_shape_map()
-             if k.startswith("net/") and k.endswith("VARIABLE_VALUE")]
+    saved = [
+      k
+      for k in tf.train.load_checkpoint(path).get_variable_to_shape_map()
+      if k.startswith("net/") and k.endswith("VARIABLE_VALUE")
+    ]
     assert len(saved) == len(layer.weights) > 0
 
 
@@ -197,8 +224,8 @@ def test_decoder_discretised_bits_per_dim_finite_on_8bit_inputs():
   assert isinstance(mdl.likelihood, heads.GaussianLikelihood)
   rng = np.random.RandomState(0)
   pixels = rng.randint(0, 256, size=(4, 32, 32, 3)).astype(np.uint8)
-  pixels[0] = 0      # an all-black image
-  pixels[1] = 255    # an all-white image
+  pixels[0] = 0  # an all-black image
+  pixels[1] = 255  # an all-white image
   pixels[2, ::2] = 0
   pixels[2, 1::2] = 255
   x = tf.constant(data.to_float(pixels, binary=False))
@@ -219,8 +246,7 @@ def test_decoder_discretised_bits_per_dim_finite_on_8bit_inputs():
   # bin holds all but the two tails beyond +-t = (1/512) / e^-7 (one tail for the edge
   # bins 0 and 255, which extend to -inf / +inf).
   sharp = tf.concat([x, tf.fill(x.shape, -7.0)], axis=-1)
-  bpd = heads.bits_per_dim(-mdl.likelihood.discretized_log_prob(sharp, pixels),
-                           32 * 32 * 3).numpy()
+  bpd = heads.bits_per_dim(-mdl.likelihood.discretized_log_prob(sharp, pixels), 32 * 32 * 3).numpy()
   tail = 0.5 * math.erfc((1.0 / 512.0) / math.exp(-7.0) / math.sqrt(2.0))
   edge = (pixels == 0) | (pixels == 255)
   expected = -np.where(edge, np.log2(1.0 - tail), np.log2(1.0 - 2.0 * tail)).mean(axis=(1, 2, 3))
@@ -242,24 +268,35 @@ def test_discretisation_bins_match_the_data_pixel_scaling():
   lik = heads.GaussianLikelihood()
   discrete = heads.discretized_gaussian_log_prob(pixels, loc, log_scale=log_scale).numpy()
   m, h = (x - 0.5) / 0.1, (1.0 / 256.0) / 0.1
-  continuous = (-0.5 * m ** 2 - math.log(0.1) - 0.5 * math.log(2 * math.pi)
-                - math.log(256.0) + np.log1p(h ** 2 * (m ** 2 - 1.0) / 24.0))
+  continuous = (
+    -0.5 * m**2
+    - math.log(0.1)
+    - 0.5 * math.log(2 * math.pi)
+    - math.log(256.0)
+    + np.log1p(h**2 * (m**2 - 1.0) / 24.0)
+  )
   np.testing.assert_allclose(discrete, continuous, atol=2e-5)
-  np.testing.assert_allclose(lik.discretized_log_prob(params, pixels).numpy(),
-                             discrete.sum(), rtol=1e-5)
+  np.testing.assert_allclose(
+    lik.discretized_log_prob(params, pixels).numpy(), discrete.sum(), rtol=1e-5
+  )
   # The dequantised training data of data.train_dataset fall in bin `pixel`.
   images = np.repeat(np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1), 2, axis=0)
   batch = next(iter(data.train_dataset(images, 2, seed=0, binary=False))).numpy()
-  np.testing.assert_array_equal(np.floor(batch * 256).astype(np.int64),
-                                np.broadcast_to(images, batch.shape))
+  np.testing.assert_array_equal(
+    np.floor(batch * 256).astype(np.int64), np.broadcast_to(images, batch.shape)
+  )
 
 
-@pytest.mark.parametrize("name,builder,shape", [
+@pytest.mark.parametrize(
+  "name,builder,shape",
+  [
     ("cifar10", "cifar10", (32, 32, 3)),
     ("imagenet64", "downsampled_imagenet/64x64", (None, None, 3)),
-])
+  ],
+)
 def test_tfds_builder_names_exist_in_installed_tfds(tmp_path, name, builder, shape):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   assert data.TFDS_BUILDERS[name][0] == builder
   b = tfds.builder(builder, data_dir=str(tmp_path))  # no download: just the builder
   assert b.info.features["image"].shape == shape
@@ -281,6 +318,7 @@ def _train(gin_file, model_dir):
 
 def _png(path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   with Image.open(path) as im:
     return im.size, im.mode, np.asarray(im)
 
@@ -300,9 +338,14 @@ def test_two_step_smoke_run_export_and_sample(tmp_path, gin_file):
 
   # Evaluation (tools/evaluate.py's library call): discretised bits/dim, RMSE on [0, 255].
   gin.clear_config()
-  config.parse([str(model_dir / "operative_config.gin")],
-               ["evaluate.num_importance_samples = 3", "evaluate.num_generated = 0",
-                "evaluate.batch_size = 4"])
+  config.parse(
+    [str(model_dir / "operative_config.gin")],
+    [
+      "evaluate.num_importance_samples = 3",
+      "evaluate.num_generated = 0",
+      "evaluate.batch_size = 4",
+    ],
+  )
   try:
     m = evaluation.evaluate(str(model_dir))
   finally:
@@ -313,8 +356,7 @@ def test_two_step_smoke_run_export_and_sample(tmp_path, gin_file):
   dims = size * size * 3
   for nats, bpd in (("neg_elbo", "neg_elbo_bits_per_dim"), ("iwae_nll", "iwae_bits_per_dim")):
     np.testing.assert_allclose(m[bpd], m[nats] / (dims * math.log(2)), rtol=1e-12)
-    np.testing.assert_allclose(m[bpd + "_se"], m[nats + "_se"] / (dims * math.log(2)),
-                               rtol=1e-12)
+    np.testing.assert_allclose(m[bpd + "_se"], m[nats + "_se"] / (dims * math.log(2)), rtol=1e-12)
   assert 0 < m["rmse"] <= 255
   assert os.path.isfile(model_dir / "eval" / "metrics.json")
 
@@ -332,16 +374,28 @@ def test_two_step_smoke_run_export_and_sample(tmp_path, gin_file):
   x = data.to_float(data.synthetic_images(2, (size, size, 3), seed=5), binary=False)
   rec = m.signatures["reconstruct"](images=tf.constant(x), seed=tf.constant([0, 1]))["images"]
   assert rec.shape == (2, size, size, 3) and np.all(np.isfinite(rec.numpy()))
-  ll = m.signatures["log_likelihood"](images=tf.constant(x), num_importance_samples=tf.constant(2),
-                                      seed=tf.constant([0, 1]))["log_likelihood"].numpy()
+  ll = m.signatures["log_likelihood"](
+    images=tf.constant(x), num_importance_samples=tf.constant(2), seed=tf.constant([0, 1])
+  )["log_likelihood"].numpy()
   assert ll.shape == (2,) and np.all(np.isfinite(ll))
 
   if stem != "cifar10":
     return  # tools/sample.py once (a subprocess costs seconds; 64x64 is checked above)
   png = tmp_path / "png"
-  r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sample.py"),
-                      f"--model_dir={model_dir}", f"--out_dir={png}", "--num=6", "--seed=1"],
-                     capture_output=True, text=True, env=_env(), timeout=300)
+  r = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "sample.py"),
+      f"--model_dir={model_dir}",
+      f"--out_dir={png}",
+      "--num=6",
+      "--seed=1",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   (w, h), mode, pixels = _png(png / "samples.png")
   assert (w, h) == (3 * size, 2 * size) and mode == "RGB" and pixels.shape == (h, w, 3)
@@ -356,9 +410,15 @@ def test_explicit_estimators_on_a_gaussian_conv_model():
   """The explicit f1 / f2 (E2 by the path gradient of the Gaussian head's log density)
   on the CIFAR network: finite terms, and every generator weight gets a gradient."""
   gin.clear_config()
-  config.parse([os.path.join(ROOT, "gin", "cifar10.gin")],
-               TINY_CONV + ["model.ratio_estimator = 'explicit'", "model.r1_gamma = 1.0",
-                            "model.f2_decoder_gradient = 'exact'"])
+  config.parse(
+    [os.path.join(ROOT, "gin", "cifar10.gin")],
+    TINY_CONV
+    + [
+      "model.ratio_estimator = 'explicit'",
+      "model.r1_gamma = 1.0",
+      "model.f2_decoder_gradient = 'exact'",
+    ],
+  )
   try:
     mdl = model_lib.build_model(image_shape=(32, 32, 3))
     mdl.build_all()

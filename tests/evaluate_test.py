@@ -58,26 +58,33 @@ class _LinearDecoder(keras.layers.Layer):
 
 
 def _log_px(x):
-  cov = W @ W.T + S_NOISE ** 2 * np.eye(P)
+  cov = W @ W.T + S_NOISE**2 * np.eye(P)
   diff = x - B
   _, logdet = np.linalg.slogdet(cov)
-  return -0.5 * (np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
-                 + logdet + P * math.log(2 * math.pi))
+  return -0.5 * (
+    np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff) + logdet + P * math.log(2 * math.pi)
+  )
 
 
 def _linear_gaussian_model(exact):
   """ASVAE (objective vae) whose encoder is the exact posterior, or a wrong one."""
-  mdl = model_lib.ASVAE((1, P, 1), latent_dim=D, objective="vae",
-                        encoder=lambda name: _Flatten(name=name), decoder=_LinearDecoder,
-                        likelihood=heads.GaussianLikelihood)
+  mdl = model_lib.ASVAE(
+    (1, P, 1),
+    latent_dim=D,
+    objective="vae",
+    encoder=lambda name: _Flatten(name=name),
+    decoder=_LinearDecoder,
+    likelihood=heads.GaussianLikelihood,
+  )
   mdl.build_all()
-  s_diag = 1.0 / (1.0 + np.diag(W.T @ W) / S_NOISE ** 2)
-  a = (s_diag[:, None] * W.T) / S_NOISE ** 2  # [D, P]
+  s_diag = 1.0 / (1.0 + np.diag(W.T @ W) / S_NOISE**2)
+  a = (s_diag[:, None] * W.T) / S_NOISE**2  # [D, P]
   if not exact:  # shrunken mean, too wide: ELBO < log p(x), IWAE must climb
     a, s_diag = 0.6 * a, 2.0 * s_diag
   mdl.posterior.loc_head.set_weights([a.T.astype(np.float32), (-a @ B).astype(np.float32)])
   mdl.posterior.log_scale_head.set_weights(
-      [np.zeros((P, D), np.float32), _inverse_soft_clip(0.5 * np.log(s_diag), mdl.posterior)])
+    [np.zeros((P, D), np.float32), _inverse_soft_clip(0.5 * np.log(s_diag), mdl.posterior)]
+  )
   return mdl
 
 
@@ -132,12 +139,14 @@ def test_wrong_posterior_elbo_below_and_iwae_rises_to_log_px():
 
 
 def test_discretized_eval_likelihood_reads_8bit_pixels_from_bin_centres():
-  mdl = model_lib.ASVAE((2, 3, 1), latent_dim=2, objective="vae",
-                        likelihood=heads.GaussianLikelihood)
+  mdl = model_lib.ASVAE(
+    (2, 3, 1), latent_dim=2, objective="vae", likelihood=heads.GaussianLikelihood
+  )
   pixels = np.array([[0, 1, 127], [128, 254, 255]], np.uint8).reshape(1, 2, 3, 1)
   x = tf.constant(data.to_float(pixels, binary=False))
-  params = tf.constant(np.random.RandomState(1).normal(size=(1, 2, 3, 2)) * [0.3, 1.0]
-                       + [0.5, -3.0], tf.float32)
+  params = tf.constant(
+    np.random.RandomState(1).normal(size=(1, 2, 3, 2)) * [0.3, 1.0] + [0.5, -3.0], tf.float32
+  )
   got = mdl.eval_log_px(params, x, discretized=True).numpy()
   want = mdl.likelihood.discretized_log_prob(params, tf.constant(pixels, tf.float32)).numpy()
   np.testing.assert_array_equal(got, want)
@@ -191,10 +200,20 @@ def binary_run(tmp_path_factory):
 
 def test_evaluate_cli_writes_metrics_and_summaries(binary_run, tmp_path):
   out = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "tools", "evaluate.py"),
-       f"--model_dir={binary_run}", "--gin_param=evaluate.num_importance_samples=30",
-       "--gin_param=evaluate.iwae_chunk_size=16", "--gin_param=evaluate.num_generated=0"],
-      capture_output=True, text=True, env=_env(), timeout=300, check=False)
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "evaluate.py"),
+      f"--model_dir={binary_run}",
+      "--gin_param=evaluate.num_importance_samples=30",
+      "--gin_param=evaluate.iwae_chunk_size=16",
+      "--gin_param=evaluate.num_generated=0",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+    check=False,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert "IWAE NLL (k=30)" in out.stdout and "RMSE (pixels in [0, 1])" in out.stdout
   with open(binary_run / "eval" / "metrics.json") as f:
@@ -207,12 +226,16 @@ def test_evaluate_cli_writes_metrics_and_summaries(binary_run, tmp_path):
   assert m["neg_elbo"] > 0 and 0 <= m["rmse"] <= 1
   assert "inception" in m["skipped"] and "classifier" in m["skipped"]
   assert {"eval/neg_elbo", "eval/iwae_nll", "eval/rmse"} <= _tags(
-      str(binary_run / "summaries" / "eval"))
+    str(binary_run / "summaries" / "eval")
+  )
 
 
 def test_evaluate_is_deterministic_and_reads_best_checkpoint(binary_run, tmp_path):
-  params = ["evaluate.num_importance_samples = 10", "evaluate.num_generated = 0",
-            f"evaluate.output_dir = '{tmp_path}'"]
+  params = [
+    "evaluate.num_importance_samples = 10",
+    "evaluate.num_generated = 0",
+    f"evaluate.output_dir = '{tmp_path}'",
+  ]
   a = _evaluate(binary_run, params)
   b = _evaluate(binary_run, params, checkpoint="best")
   assert a["checkpoint"].endswith("checkpoints/ckpt-2") and "best" in b["checkpoint"]
@@ -222,17 +245,29 @@ def test_evaluate_is_deterministic_and_reads_best_checkpoint(binary_run, tmp_pat
   assert os.path.isfile(tmp_path / "metrics.json")
 
 
-@pytest.mark.parametrize("args, needle", [
+@pytest.mark.parametrize(
+  "args, needle",
+  [
     (["--checkpoint=/nonexistent/ckpt-5"], "does not exist"),
     (["--inception_weights=/nonexistent/inception.h5"], "InceptionV3 weights file not found"),
-])
+  ],
+)
 def test_evaluate_cli_bad_input_exits_2_with_one_line(binary_run, args, needle):
   before = sorted(os.listdir(binary_run))
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "evaluate.py"),
-                        f"--model_dir={binary_run}",
-                        "--gin_param=evaluate.output_dir='/tmp/asvae_eval_should_not_exist'"]
-                       + args, capture_output=True, text=True, env=_env(), timeout=300,
-                       check=False)
+  out = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "evaluate.py"),
+      f"--model_dir={binary_run}",
+      "--gin_param=evaluate.output_dir='/tmp/asvae_eval_should_not_exist'",
+    ]
+    + args,
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+    check=False,
+  )
   assert out.returncode == 2, out.stderr[-2000:]
   lines = [l for l in out.stderr.splitlines() if l.startswith("asvae_tf: error:")]
   assert len(lines) == 1 and needle in lines[0], out.stderr[-2000:]
@@ -241,42 +276,62 @@ def test_evaluate_cli_bad_input_exits_2_with_one_line(binary_run, args, needle):
   assert not os.path.exists("/tmp/asvae_eval_should_not_exist/metrics.json")
 
 
-@pytest.mark.parametrize("params, error, needle", [
+@pytest.mark.parametrize(
+  "params, error, needle",
+  [
     (["evaluate.num_importance_samples = 0"], config.ConfigError, "num_importance_samples"),
     (["evaluate.split = 'train'"], config.ConfigError, "evaluate.split"),
     (["evaluate.num_generated = 5"], config.ConfigError, "num_generated"),
     (["evaluate.num_splits = 0"], config.ConfigError, "num_splits"),
     (["evaluate.max_examples = -1"], config.ConfigError, "max_examples"),
-    (["evaluate.num_generated = 20", "evaluate.num_splits = 10", "evaluate.max_examples = 5",
-      "evaluate.classifier_dir = '{clf}'"], config.ConfigError, "real images"),
+    (
+      [
+        "evaluate.num_generated = 20",
+        "evaluate.num_splits = 10",
+        "evaluate.max_examples = 5",
+        "evaluate.classifier_dir = '{clf}'",
+      ],
+      config.ConfigError,
+      "real images",
+    ),
     (["evaluate.classifier_dir = '/nonexistent'"], FileNotFoundError, "no classifier.keras"),
-])
-def test_evaluate_bad_settings_raise_errors_the_cli_reports(binary_run, tmp_path, params,
-                                                            error, needle):
+  ],
+)
+def test_evaluate_bad_settings_raise_errors_the_cli_reports(
+  binary_run, tmp_path, params, error, needle
+):
   clf = tmp_path / "clf"  # an untrained classifier is enough to reach the size check
   if any("{clf}" in p for p in params):
     os.makedirs(clf)
     feature_nets.build_classifier().save(str(clf / feature_nets.CLASSIFIER_FILE))
     (clf / feature_nets.CLASSIFIER_METADATA).write_text("{}")
   with pytest.raises(error, match=needle):
-    _evaluate(binary_run, [p.format(clf=clf) for p in params]
-              + [f"evaluate.output_dir = '{tmp_path}'"])
+    _evaluate(
+      binary_run, [p.format(clf=clf) for p in params] + [f"evaluate.output_dir = '{tmp_path}'"]
+    )
   assert not os.path.exists(tmp_path / "metrics.json")
 
 
 def test_checkpoint_of_a_different_model_is_a_clear_error(binary_run, tmp_path):
   with pytest.raises(config.ConfigError, match="does not match the configured model"):
-    _evaluate(binary_run, ["mlp_encoder.hidden_units = (24,)",
-                           f"evaluate.output_dir = '{tmp_path}'"])
+    _evaluate(
+      binary_run, ["mlp_encoder.hidden_units = (24,)", f"evaluate.output_dir = '{tmp_path}'"]
+    )
 
 
 def test_inception_score_and_fid_with_local_weights_file(binary_run, tmp_path):
   weights = str(tmp_path / "inception_random.weights.h5")
   keras.applications.InceptionV3(weights=None).save_weights(weights)
-  m = _evaluate(binary_run, ["evaluate.num_importance_samples = 2",
-                             "evaluate.num_generated = 10", "evaluate.num_splits = 2",
-                             f"evaluate.inception_weights = '{weights}'",
-                             f"evaluate.output_dir = '{tmp_path}'"])
+  m = _evaluate(
+    binary_run,
+    [
+      "evaluate.num_importance_samples = 2",
+      "evaluate.num_generated = 10",
+      "evaluate.num_splits = 2",
+      f"evaluate.inception_weights = '{weights}'",
+      f"evaluate.output_dir = '{tmp_path}'",
+    ],
+  )
   assert 1.0 - 1e-9 <= m["inception_score"] <= 1000 and m["inception_score_std"] >= 0
   assert 1.0 - 1e-9 <= m["inception_score_real"] <= 1000
   assert math.isfinite(m["fid"]) and m["fid"] > -1e-6
@@ -287,10 +342,20 @@ def test_inception_score_and_fid_with_local_weights_file(binary_run, tmp_path):
 def test_train_classifier_and_classifier_metrics(binary_run, tmp_path):
   clf = tmp_path / "clf"
   out = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "tools", "train_classifier.py"),
-       f"--data_dir={MNIST_DIR}", f"--output_dir={clf}", "--epochs=2",
-       "--max_train_examples=3000"],
-      capture_output=True, text=True, env=_env(), timeout=300, check=False)
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "train_classifier.py"),
+      f"--data_dir={MNIST_DIR}",
+      f"--output_dir={clf}",
+      "--epochs=2",
+      "--max_train_examples=3000",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+    check=False,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   meta = json.load(open(clf / "classifier.json"))
   assert meta["num_train"] == 3000 and meta["num_test"] == 2000 and "MNIST-10k" in meta["data"]
@@ -303,17 +368,33 @@ def test_train_classifier_and_classifier_metrics(binary_run, tmp_path):
   np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
   accuracy = np.mean(probs.argmax(1) == splits["test_y"][:500])
   assert accuracy > 0.8
-  m = _evaluate(binary_run, ["evaluate.num_importance_samples = 2",
-                             "evaluate.num_generated = 20", "evaluate.num_splits = 2",
-                             f"evaluate.classifier_dir = '{clf}'",
-                             f"evaluate.output_dir = '{tmp_path}'"])
+  m = _evaluate(
+    binary_run,
+    [
+      "evaluate.num_importance_samples = 2",
+      "evaluate.num_generated = 20",
+      "evaluate.num_splits = 2",
+      f"evaluate.classifier_dir = '{clf}'",
+      f"evaluate.output_dir = '{tmp_path}'",
+    ],
+  )
   assert m["classifier_test_accuracy"] == meta["test_accuracy"]
   assert 1.0 - 1e-9 <= m["classifier_score"] <= 10 and math.isfinite(m["classifier_fid"])
 
 
 def test_train_classifier_bad_dir_exits_2(tmp_path):
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train_classifier.py"),
-                        f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'c'}"],
-                       capture_output=True, text=True, env=_env(), timeout=120, check=False)
+  out = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "train_classifier.py"),
+      f"--data_dir={tmp_path}",
+      f"--output_dir={tmp_path / 'c'}",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=120,
+    check=False,
+  )
   assert out.returncode == 2 and "t10k images" in out.stderr and "Traceback" not in out.stderr
   assert not os.path.exists(tmp_path / "c")

@@ -23,11 +23,11 @@ BIN = os.path.dirname(sys.executable)
 H, W, C, D = 28, 28, 1, 4
 
 TINY = TINY_MODEL + [
-    "train.summary_every = 0",
-    "train.validate_every = 0",
-    "train.image_every = 0",
-    "train.checkpoint_every = 0",
-    "train.strategy = 'default'",
+  "train.summary_every = 0",
+  "train.validate_every = 0",
+  "train.image_every = 0",
+  "train.checkpoint_every = 0",
+  "train.strategy = 'default'",
 ]
 
 # Runs in a fresh interpreter: TensorFlow only.
@@ -105,8 +105,13 @@ def test_fresh_tf_only_process_matches_in_process_model(trained, tmp_path):
   x = _images()
   out = str(tmp_path / "out")
   np.save(out + ".in.npy", x)
-  r = subprocess.run([sys.executable, "-c", LOADER, str(trained / "saved_model"), out],
-                     capture_output=True, text=True, env=_env(), timeout=300)
+  r = subprocess.run(
+    [sys.executable, "-c", LOADER, str(trained / "saved_model"), out],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   info = json.loads(r.stdout.strip().splitlines()[-1])
   assert not info["tfp"] and not info["asvae_tf"], info
@@ -137,15 +142,18 @@ def test_fresh_tf_only_process_matches_in_process_model(trained, tmp_path):
     gin.clear_config()
   mdl.build_all()
   tf.train.Checkpoint(model=mdl).restore(
-      tf.train.latest_checkpoint(str(trained / "checkpoints"))).expect_partial()
+    tf.train.latest_checkpoint(str(trained / "checkpoints"))
+  ).expect_partial()
   mean = mdl.posterior_mean(tf.constant(x)).numpy()
   np.testing.assert_allclose(res["enc_mean"], mean, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(res["dec"], mdl.reconstruct(tf.constant(x)).numpy(),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    res["dec"], mdl.reconstruct(tf.constant(x)).numpy(), rtol=1e-5, atol=1e-5
+  )
   z, _ = mdl.encode(tf.constant(x), tf.constant([1, 2]))
   np.testing.assert_allclose(res["enc_z"], z.numpy(), rtol=1e-5, atol=1e-5)
-  ll = mdl.iwae_log_likelihood(tf.constant(x), 70, tf.constant([1, 2]),
-                               chunk_size=export_lib.IWAE_CHUNK_SIZE)
+  ll = mdl.iwae_log_likelihood(
+    tf.constant(x), 70, tf.constant([1, 2]), chunk_size=export_lib.IWAE_CHUNK_SIZE
+  )
   np.testing.assert_allclose(res["ll"], ll.numpy(), rtol=1e-5)
   # The bound by hand: k = 1 is the first sample's log weight; k = 3 in chunks of 2
   # is the logsumexp over chunk 0 (rows 0, 1) and chunk 1 (row 0), minus log 3.
@@ -153,33 +161,58 @@ def test_fresh_tf_only_process_matches_in_process_model(trained, tmp_path):
 
   def log_w(chunk, i, size):
     z, log_q = mdl.posterior.sample_and_log_prob(
-        mdl.encoder(xt), seed=noise.fold_in(seed, chunk), sample_shape=(size,))
-    return (mdl.likelihood.log_prob(mdl.decode(z[i]), xt) + model_lib.prior_log_prob(z[i])
-            - log_q[i]).numpy()
+      mdl.encoder(xt), seed=noise.fold_in(seed, chunk), sample_shape=(size,)
+    )
+    return (
+      mdl.likelihood.log_prob(mdl.decode(z[i]), xt) + model_lib.prior_log_prob(z[i]) - log_q[i]
+    ).numpy()
 
   np.testing.assert_allclose(res["ll1"], log_w(0, 0, export_lib.IWAE_CHUNK_SIZE), rtol=1e-5)
   by_hand = np.logaddexp.reduce([log_w(0, 0, 2), log_w(0, 1, 2), log_w(1, 0, 2)], axis=0)
-  np.testing.assert_allclose(mdl.iwae_log_likelihood(xt, 3, seed, chunk_size=2).numpy(),
-                             by_hand - np.log(3.0), rtol=1e-5)
+  np.testing.assert_allclose(
+    mdl.iwae_log_likelihood(xt, 3, seed, chunk_size=2).numpy(), by_hand - np.log(3.0), rtol=1e-5
+  )
 
 
-@pytest.mark.parametrize("call,needle", [
-    (lambda m: m.signatures["encode"](images=tf.constant(_images() * 2), seed=tf.constant([0, 0])),
-     "[0, 1]"),
-    (lambda m: m.signatures["encode"](images=tf.constant(_images() - 1), seed=tf.constant([0, 0])),
-     "[0, 1]"),
-    (lambda m: m.signatures["reconstruct"](images=tf.constant(_images() + 0.5),
-                                           seed=tf.constant([0, 0])), "[0, 1]"),
-    (lambda m: m.signatures["sample"](num_samples=tf.constant(0), seed=tf.constant([0, 0])),
-     "num_samples must be an int32 scalar >= 1"),
-    (lambda m: m.signatures["log_likelihood"](images=tf.constant(_images()),
-                                              num_importance_samples=tf.constant(-3),
-                                              seed=tf.constant([0, 0])),
-     "num_importance_samples must be an int32 scalar >= 1"),
-    (lambda m: m.signatures["log_likelihood"](images=tf.constant(_images() * 3),
-                                              num_importance_samples=tf.constant(3),
-                                              seed=tf.constant([0, 0])), "[0, 1]"),
-])
+@pytest.mark.parametrize(
+  "call,needle",
+  [
+    (
+      lambda m: m.signatures["encode"](images=tf.constant(_images() * 2), seed=tf.constant([0, 0])),
+      "[0, 1]",
+    ),
+    (
+      lambda m: m.signatures["encode"](images=tf.constant(_images() - 1), seed=tf.constant([0, 0])),
+      "[0, 1]",
+    ),
+    (
+      lambda m: m.signatures["reconstruct"](
+        images=tf.constant(_images() + 0.5), seed=tf.constant([0, 0])
+      ),
+      "[0, 1]",
+    ),
+    (
+      lambda m: m.signatures["sample"](num_samples=tf.constant(0), seed=tf.constant([0, 0])),
+      "num_samples must be an int32 scalar >= 1",
+    ),
+    (
+      lambda m: m.signatures["log_likelihood"](
+        images=tf.constant(_images()),
+        num_importance_samples=tf.constant(-3),
+        seed=tf.constant([0, 0]),
+      ),
+      "num_importance_samples must be an int32 scalar >= 1",
+    ),
+    (
+      lambda m: m.signatures["log_likelihood"](
+        images=tf.constant(_images() * 3),
+        num_importance_samples=tf.constant(3),
+        seed=tf.constant([0, 0]),
+      ),
+      "[0, 1]",
+    ),
+  ],
+)
 def test_bad_values_raise_readable_errors(loaded, call, needle):
   with pytest.raises(tf.errors.InvalidArgumentError) as e:
     call(loaded)
@@ -189,24 +222,34 @@ def test_bad_values_raise_readable_errors(loaded, call, needle):
 IMAGES_MSG = "images must be float32 [N, 28, 28, 1] with values in [0, 1]; got shape"
 
 
-@pytest.mark.parametrize("name,kwargs,needle", [
-    ("encode", dict(images=np.zeros((2, 14, 28, 1), np.float32)), IMAGES_MSG),   # wrong H
-    ("encode", dict(images=np.zeros((2, 28, 28, 3), np.float32)), IMAGES_MSG),   # wrong C
-    ("encode", dict(images=np.zeros((28, 28, 1), np.float32)), IMAGES_MSG),      # wrong rank
+@pytest.mark.parametrize(
+  "name,kwargs,needle",
+  [
+    ("encode", dict(images=np.zeros((2, 14, 28, 1), np.float32)), IMAGES_MSG),  # wrong H
+    ("encode", dict(images=np.zeros((2, 28, 28, 3), np.float32)), IMAGES_MSG),  # wrong C
+    ("encode", dict(images=np.zeros((28, 28, 1), np.float32)), IMAGES_MSG),  # wrong rank
     ("reconstruct", dict(images=np.zeros((2, 28, 27, 1), np.float32)), IMAGES_MSG),
-    ("encode", dict(images=np.zeros((2, 28, 28, 1), np.float32), seed=[1, 2, 3]),
-     "seed must have shape [2]"),
-    ("encode", dict(images=np.zeros((2, 28, 28, 1), np.float64)),               # wrong dtype
-     "expected to be a float tensor but is a double tensor"),
+    (
+      "encode",
+      dict(images=np.zeros((2, 28, 28, 1), np.float32), seed=[1, 2, 3]),
+      "seed must have shape [2]",
+    ),
+    (
+      "encode",
+      dict(images=np.zeros((2, 28, 28, 1), np.float64)),  # wrong dtype
+      "expected to be a float tensor but is a double tensor",
+    ),
     ("decode", dict(z=np.zeros((2, D + 1), np.float32)), f"z must be finite float32 [N, {D}]"),
     ("decode", dict(z=np.full((2, D), np.nan, np.float32)), f"z must be finite float32 [N, {D}]"),
     ("sample", dict(num_samples=np.int64(3)), "expected to be a int32 tensor but is a int64"),
-])
+  ],
+)
 def test_signatures_reject_wrong_shape_and_dtype(loaded, name, kwargs, needle):
   if name in ("encode", "reconstruct", "sample"):
     kwargs = {"seed": [0, 0], **kwargs}
-  kwargs = {k: tf.constant(v, tf.int32) if k == "seed" else tf.constant(v)
-            for k, v in kwargs.items()}
+  kwargs = {
+    k: tf.constant(v, tf.int32) if k == "seed" else tf.constant(v) for k, v in kwargs.items()
+  }
   with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)) as e:
     loaded.signatures[name](**kwargs)
   assert needle in str(e.value), str(e.value)
@@ -223,25 +266,50 @@ def test_restored_functions_check_the_input_signature(loaded):
 
 
 def test_saved_model_cli_runs_sample(trained, tmp_path):
-  r = subprocess.run([os.path.join(BIN, "saved_model_cli"), "run", "--dir",
-                      str(trained / "saved_model"), "--tag_set", "serve", "--signature_def",
-                      "sample", "--input_exprs", "num_samples=3;seed=[1,2]",
-                      "--outdir", str(tmp_path)],
-                     capture_output=True, text=True, env=_env(), timeout=300)
+  r = subprocess.run(
+    [
+      os.path.join(BIN, "saved_model_cli"),
+      "run",
+      "--dir",
+      str(trained / "saved_model"),
+      "--tag_set",
+      "serve",
+      "--signature_def",
+      "sample",
+      "--input_exprs",
+      "num_samples=3;seed=[1,2]",
+      "--outdir",
+      str(tmp_path),
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert np.load(tmp_path / "images.npy").shape == (3, H, W, C)
   assert np.load(tmp_path / "z.npy").shape == (3, D)
-  r = subprocess.run([os.path.join(BIN, "saved_model_cli"), "show", "--all", "--dir",
-                      str(trained / "saved_model")],
-                     capture_output=True, text=True, env=_env(), timeout=300)
+  r = subprocess.run(
+    [os.path.join(BIN, "saved_model_cli"), "show", "--all", "--dir", str(trained / "saved_model")],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
-  for key in ("'posterior_mean'", "'log_likelihood'", "'num_importance_samples'",
-              "signature_def['reconstruct']", "signature_def['serving_default']"):
+  for key in (
+    "'posterior_mean'",
+    "'log_likelihood'",
+    "'num_importance_samples'",
+    "signature_def['reconstruct']",
+    "signature_def['serving_default']",
+  ):
     assert key in r.stdout, key
 
 
 def _png_size(path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   with Image.open(path) as im:
     im.verify()
   with Image.open(path) as im:
@@ -250,15 +318,35 @@ def _png_size(path):
 
 def test_export_and_sample_tools(trained, tmp_path):
   export_dir = tmp_path / "exported"
-  r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"),
-                      f"--model_dir={trained}", f"--export_dir={export_dir}"],
-                     capture_output=True, text=True, env=_env(), timeout=300)
+  r = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "export.py"),
+      f"--model_dir={trained}",
+      f"--export_dir={export_dir}",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert export_lib.read_metadata(str(export_dir))["training_step"] == 2
   out = tmp_path / "png"
-  r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sample.py"),
-                      f"--model_dir={trained}", f"--out_dir={out}", "--num=6", "--seed=1"],
-                     capture_output=True, text=True, env=_env(), timeout=300)
+  r = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "sample.py"),
+      f"--model_dir={trained}",
+      f"--out_dir={out}",
+      "--num=6",
+      "--seed=1",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert _png_size(out / "samples.png") == ((3 * W, 2 * H), "L")
   (w, h), _ = _png_size(out / "reconstructions.png")
@@ -266,9 +354,19 @@ def test_export_and_sample_tools(trained, tmp_path):
   (w, h), _ = _png_size(out / "interpolations.png")
   assert w == 10 * W and h % H == 0
   out2 = tmp_path / "png2"
-  r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sample.py"),
-                      f"--saved_model={export_dir}", f"--out_dir={out2}", "--num=4"],
-                     capture_output=True, text=True, env=_env(), timeout=300)
+  r = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "sample.py"),
+      f"--saved_model={export_dir}",
+      f"--out_dir={out2}",
+      "--num=4",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert _png_size(out2 / "samples.png")[0] == (2 * W, 2 * H)
   assert not (out2 / "reconstructions.png").exists()

@@ -32,17 +32,29 @@ TRAIN_PY = os.path.join(ROOT, "tools", "train.py")
 # A tiny VAE (fast to trace) checkpointing every step: kills land in or between saves.
 PROGRESS = re.compile(r"step \d+/\d+ \|")
 KILL_RUN = TINY_MODEL + [
-    "model.objective = 'vae'", "posterior.kind = 'gaussian'", "posterior.num_flows = 0",
-    "train.strategy = 'default'", "train.num_steps = 60", "train.checkpoint_every = 1",
-    "train.summary_every = 1", "train.validate_every = 0", "train.image_every = 0",
-    "train.keep_checkpoints = 2", "generator/optimizer.learning_rate = 1e-2",
+  "model.objective = 'vae'",
+  "posterior.kind = 'gaussian'",
+  "posterior.num_flows = 0",
+  "train.strategy = 'default'",
+  "train.num_steps = 60",
+  "train.checkpoint_every = 1",
+  "train.summary_every = 1",
+  "train.validate_every = 0",
+  "train.image_every = 0",
+  "train.keep_checkpoints = 2",
+  "generator/optimizer.learning_rate = 1e-2",
 ]
 # A tiny AS-VAE (both optimizers) for the guard.
 GUARD_RUN = TINY_MODEL + [
-    "model.objective = 'asvae'", "posterior.kind = 'gaussian'", "posterior.num_flows = 0",
-    "train.validate_every = 0", "train.image_every = 0",
-    "train.summary_every = 1", "train.keep_checkpoints = 20",
-    "generator/optimizer.learning_rate = 1e-2", "discriminator/optimizer.learning_rate = 1e-2",
+  "model.objective = 'asvae'",
+  "posterior.kind = 'gaussian'",
+  "posterior.num_flows = 0",
+  "train.validate_every = 0",
+  "train.image_every = 0",
+  "train.summary_every = 1",
+  "train.keep_checkpoints = 20",
+  "generator/optimizer.learning_rate = 1e-2",
+  "discriminator/optimizer.learning_rate = 1e-2",
 ]
 
 
@@ -60,8 +72,11 @@ def _state(path):
   if os.path.isdir(path):
     path = tf.train.latest_checkpoint(path)
   reader = tf.train.load_checkpoint(path)
-  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-          if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+  return {
+    k: reader.get_tensor(k)
+    for k in reader.get_variable_to_shape_map()
+    if k != "_CHECKPOINTABLE_OBJECT_GRAPH"
+  }
 
 
 def _assert_identical(a, b, skip=()):
@@ -79,17 +94,24 @@ def _env(extra=None):
 
 
 def _args(model_dir, bindings):
-  return ([sys.executable, TRAIN_PY, f"--gin_file={MNIST_GIN}", f"--model_dir={model_dir}"]
-          + [f"--gin_param={b}" for b in bindings])
+  return [sys.executable, TRAIN_PY, f"--gin_file={MNIST_GIN}", f"--model_dir={model_dir}"] + [
+    f"--gin_param={b}" for b in bindings
+  ]
 
 
 def _run(model_dir, bindings, kill_at=None, kill_after_first_step=None, timeout=120):
   """Runs the CLI; kill_at sets the test hook; kill_after_first_step=s SIGKILLs the
   process s seconds after its first progress line. Returns (returncode, stderr)."""
   env = _env({train_lib.KILL_ENV: kill_at} if kill_at else None)
-  proc = subprocess.Popen(_args(model_dir, bindings), cwd=ROOT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True)
+  proc = subprocess.Popen(
+    _args(model_dir, bindings),
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,
+  )
   lines, stepped = [], threading.Event()
 
   def read():
@@ -160,7 +182,7 @@ def test_sigkill_at_every_save_point_and_at_random_resumes_bit_identically(tmp_p
 
   # 5. Kills at random moments of training (steps, saves, summaries), after the first
   # progress line; the seed is in the failure message.
-  seed = random.SystemRandom().randrange(2 ** 31)
+  seed = random.SystemRandom().randrange(2**31)
   rng = random.Random(seed)
   landed = 0
   for _ in range(2):
@@ -184,15 +206,25 @@ def test_sigkill_at_every_save_point_and_at_random_resumes_bit_identically(tmp_p
 
 
 def _params(state):
-  return {k: v for k, v in state.items() if "/_trainable_variables/" in k
-          or ("optimizer/_variables/" in k) or "_iterations" in k}
+  return {
+    k: v
+    for k, v in state.items()
+    if "/_trainable_variables/" in k or ("optimizer/_variables/" in k) or "_iterations" in k
+  }
 
 
 def test_nan_step_changes_no_weight_moment_or_iteration(tmp_path):
   # Mirrored strategy over the 2 test devices: the verdict is all-reduced. Step 2 is NaN.
-  result = _train(tmp_path, GUARD_RUN + [
-      "train.strategy = 'mirrored'", "train.checkpoint_every = 1",
-      "train.inject_nan_at_steps = (2,)", "train.max_bad_steps = 3"])
+  result = _train(
+    tmp_path,
+    GUARD_RUN
+    + [
+      "train.strategy = 'mirrored'",
+      "train.checkpoint_every = 1",
+      "train.inject_nan_at_steps = (2,)",
+      "train.max_bad_steps = 3",
+    ],
+  )
   assert result["guard"] == {"skipped_steps": 1, "rollbacks": 0}
   assert all(np.isfinite(v) for v in result["train"].values())
   ck = tmp_path / "checkpoints"
@@ -202,10 +234,12 @@ def test_nan_step_changes_no_weight_moment_or_iteration(tmp_path):
   _assert_identical(p1, p2)  # weights, Adam moments and both optimizers' iterations
   idle = idle_checkpoint_keys([MNIST_GIN], GUARD_RUN)  # never trained by construction
   assert len(idle) == 3
-  assert all(not np.array_equal(p0[k], p1[k]) for k in p1
-             if "_trainable_variables/" in k and k not in idle)
-  assert all(np.all(np.isfinite(v)) for k, v in s2.items()
-             if v.dtype.kind == "f" and "best_metric" not in k)
+  assert all(
+    not np.array_equal(p0[k], p1[k]) for k in p1 if "_trainable_variables/" in k and k not in idle
+  )
+  assert all(
+    np.all(np.isfinite(v)) for k, v in s2.items() if v.dtype.kind == "f" and "best_metric" not in k
+  )
   assert int(s2["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 2  # the data position moved on
   tags = {}
   for path in glob.glob(str(tmp_path / "summaries" / "train" / "events.*")):
@@ -219,10 +253,19 @@ def test_nan_step_changes_no_weight_moment_or_iteration(tmp_path):
 
 def test_bad_streak_rolls_back_and_lowers_the_learning_rate(tmp_path):
   # Steps 3 and 4 are NaN (first pass only): rollback to ckpt-2 with lr x 0.5, then clean.
-  result = _train(tmp_path, GUARD_RUN + [
-      "train.strategy = 'default'", "train.num_steps = 6", "train.checkpoint_every = 2",
-      "train.inject_nan_at_steps = (3, 4)", "train.inject_nan_passes = 1",
-      "train.max_bad_steps = 2", "train.rollback_lr_factor = 0.5"])
+  result = _train(
+    tmp_path,
+    GUARD_RUN
+    + [
+      "train.strategy = 'default'",
+      "train.num_steps = 6",
+      "train.checkpoint_every = 2",
+      "train.inject_nan_at_steps = (3, 4)",
+      "train.inject_nan_passes = 1",
+      "train.max_bad_steps = 2",
+      "train.rollback_lr_factor = 0.5",
+    ],
+  )
   assert result["step"] == 6
   assert result["guard"] == {"skipped_steps": 2, "rollbacks": 1}
   ck = tmp_path / "checkpoints"
@@ -237,23 +280,39 @@ def test_bad_streak_rolls_back_and_lowers_the_learning_rate(tmp_path):
 
   # A resumed run takes its learning rates from gin (x 0.5 per rollback done), not from
   # the checkpoint: lowering them and rerunning (the diverged message's advice) works.
-  _train(tmp_path, GUARD_RUN + [
-      "train.strategy = 'default'", "train.num_steps = 8", "train.checkpoint_every = 2",
-      "train.rollback_lr_factor = 0.5", "generator/optimizer.learning_rate = 4e-3",
-      "discriminator/optimizer.learning_rate = 6e-3"])
+  _train(
+    tmp_path,
+    GUARD_RUN
+    + [
+      "train.strategy = 'default'",
+      "train.num_steps = 8",
+      "train.checkpoint_every = 2",
+      "train.rollback_lr_factor = 0.5",
+      "generator/optimizer.learning_rate = 4e-3",
+      "discriminator/optimizer.learning_rate = 6e-3",
+    ],
+  )
   s8 = _state(str(ck / "ckpt-8"))
   assert s8["generator_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"] == np.float32(2e-3)
-  assert s8["discriminator_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"] == np.float32(
-      3e-3)
+  assert s8["discriminator_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"] == np.float32(3e-3)
 
 
 def test_persistent_nan_exhausts_rollbacks_and_exits_2(tmp_path, capsys):
   gin.clear_config()
   try:
-    code = cli.run_training([MNIST_GIN], GUARD_RUN + [
-        "train.strategy = 'default'", "train.num_steps = 8", "train.checkpoint_every = 2",
-        "train.inject_nan_at_steps = (3, 4, 5, 6, 7, 8)", "train.max_bad_steps = 2",
-        "train.max_rollbacks = 2"], str(tmp_path))
+    code = cli.run_training(
+      [MNIST_GIN],
+      GUARD_RUN
+      + [
+        "train.strategy = 'default'",
+        "train.num_steps = 8",
+        "train.checkpoint_every = 2",
+        "train.inject_nan_at_steps = (3, 4, 5, 6, 7, 8)",
+        "train.max_bad_steps = 2",
+        "train.max_rollbacks = 2",
+      ],
+      str(tmp_path),
+    )
   finally:
     gin.clear_config()
   err = capsys.readouterr().err
@@ -264,17 +323,25 @@ def test_persistent_nan_exhausts_rollbacks_and_exits_2(tmp_path, capsys):
   # Nothing non-finite was saved; the last checkpoint is the good ckpt-2.
   assert _latest_step(tmp_path) == 2
   for path in glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index")):
-    state = _state(path[:-len(".index")])
-    assert all(np.all(np.isfinite(v)) for k, v in state.items()
-               if v.dtype.kind == "f" and "best_metric" not in k)  # (inf = none yet)
+    state = _state(path[: -len(".index")])
+    assert all(
+      np.all(np.isfinite(v))
+      for k, v in state.items()
+      if v.dtype.kind == "f" and "best_metric" not in k
+    )  # (inf = none yet)
     assert int(state["rollbacks/.ATTRIBUTES/VARIABLE_VALUE"]) == 0
 
 
 # ---- bad input: exit 2, one line, model_dir untouched --------------------------------
 
-BAD_BASE = TINY_MODEL + ["model.objective = 'vae'", "posterior.kind = 'gaussian'",
-                         "posterior.num_flows = 0", "train.strategy = 'default'",
-                         "train.validate_every = 0", "train.image_every = 0"]
+BAD_BASE = TINY_MODEL + [
+  "model.objective = 'vae'",
+  "posterior.kind = 'gaussian'",
+  "posterior.num_flows = 0",
+  "train.strategy = 'default'",
+  "train.validate_every = 0",
+  "train.image_every = 0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -304,27 +371,59 @@ def _bad_local_dirs(tmp_path):
 
 
 BAD_CASES = [
-    ("missing_gin", [], "does/not/exist.gin", "gin file not found"),
-    ("unknown_binding", ["train.no_such_parameter = 1"], MNIST_GIN, "no_such_parameter"),
-    ("unknown_dataset", ["dataset.name = 'no_such_data'"], MNIST_GIN, "no_such_data"),
-    ("empty_local_dir", ["dataset.name = 'mnist'", "dataset.local_dir = '{empty}'"], MNIST_GIN,
-     "holds none of the files"),
-    ("corrupt_local_dir", ["dataset.name = 'mnist'", "dataset.local_dir = '{corrupt}'"],
-     MNIST_GIN, "unreadable"),
-    ("missing_local_dir", ["dataset.name = 'mnist'", "dataset.local_dir = '{empty}/nope'"],
-     MNIST_GIN, "does not exist"),
-    ("num_steps_zero", ["train.num_steps = 0"], MNIST_GIN, "num_steps"),
-    ("num_steps_negative", ["train.num_steps = -3"], MNIST_GIN, "num_steps"),
-    ("wrong_image_shape", ["dataset.synthetic_image_shape = (32, 32, 3)"], MNIST_GIN,
-     "does not match the configured model"),
-    ("other_architecture", ["mlp_encoder.hidden_units = (24,)"], MNIST_GIN,
-     "does not match the configured model"),
-    ("other_objective", ["model.objective = 'asvae'"], MNIST_GIN,
-     "does not match the configured model"),
-    ("other_posterior", ["posterior.kind = 'planar'", "posterior.num_flows = 2"], MNIST_GIN,
-     "does not match the configured model"),
-    ("conv_model_on_28x28_data", ["dataset.synthetic_image_shape = (28, 28, 1)"],
-     os.path.join(ROOT, "gin", "cifar10.gin"), "does not fit images of shape (28, 28, 1)"),
+  ("missing_gin", [], "does/not/exist.gin", "gin file not found"),
+  ("unknown_binding", ["train.no_such_parameter = 1"], MNIST_GIN, "no_such_parameter"),
+  ("unknown_dataset", ["dataset.name = 'no_such_data'"], MNIST_GIN, "no_such_data"),
+  (
+    "empty_local_dir",
+    ["dataset.name = 'mnist'", "dataset.local_dir = '{empty}'"],
+    MNIST_GIN,
+    "holds none of the files",
+  ),
+  (
+    "corrupt_local_dir",
+    ["dataset.name = 'mnist'", "dataset.local_dir = '{corrupt}'"],
+    MNIST_GIN,
+    "unreadable",
+  ),
+  (
+    "missing_local_dir",
+    ["dataset.name = 'mnist'", "dataset.local_dir = '{empty}/nope'"],
+    MNIST_GIN,
+    "does not exist",
+  ),
+  ("num_steps_zero", ["train.num_steps = 0"], MNIST_GIN, "num_steps"),
+  ("num_steps_negative", ["train.num_steps = -3"], MNIST_GIN, "num_steps"),
+  (
+    "wrong_image_shape",
+    ["dataset.synthetic_image_shape = (32, 32, 3)"],
+    MNIST_GIN,
+    "does not match the configured model",
+  ),
+  (
+    "other_architecture",
+    ["mlp_encoder.hidden_units = (24,)"],
+    MNIST_GIN,
+    "does not match the configured model",
+  ),
+  (
+    "other_objective",
+    ["model.objective = 'asvae'"],
+    MNIST_GIN,
+    "does not match the configured model",
+  ),
+  (
+    "other_posterior",
+    ["posterior.kind = 'planar'", "posterior.num_flows = 2"],
+    MNIST_GIN,
+    "does not match the configured model",
+  ),
+  (
+    "conv_model_on_28x28_data",
+    ["dataset.synthetic_image_shape = (28, 28, 1)"],
+    os.path.join(ROOT, "gin", "cifar10.gin"),
+    "does not fit images of shape (28, 28, 1)",
+  ),
 ]
 
 
@@ -340,8 +439,11 @@ def _bad_setup(tmp_path, trained_dir, params):
 
 def _one_error_line(stderr, needle):
   assert "Traceback" not in stderr, stderr[-3000:]
-  lines = [l for l in stderr.splitlines() if l.strip()
-           and not l.startswith(("W0", "I0", "E0", "WARNING:", "INFO:"))]
+  lines = [
+    l
+    for l in stderr.splitlines()
+    if l.strip() and not l.startswith(("W0", "I0", "E0", "WARNING:", "INFO:"))
+  ]
   errors = [l for l in lines if "error" in l.lower()]
   assert len(errors) == 1 and errors[0].startswith("asvae_tf: error:"), stderr[-3000:]
   assert needle in errors[0], errors[0]
@@ -349,7 +451,8 @@ def _one_error_line(stderr, needle):
 
 @pytest.mark.parametrize("case,params,gin_file,needle", BAD_CASES, ids=[c[0] for c in BAD_CASES])
 def test_bad_input_exits_2_with_one_line_and_leaves_model_dir_intact(
-    tmp_path, trained_dir, capsys, case, params, gin_file, needle):
+  tmp_path, trained_dir, capsys, case, params, gin_file, needle
+):
   # cli.run_training is what tools/train.py returns as its exit code.
   model_dir, before, bindings = _bad_setup(tmp_path, trained_dir, params)
   capsys.readouterr()
@@ -367,9 +470,15 @@ def test_bad_input_exits_2_with_one_line_and_leaves_model_dir_intact(
 def test_bad_input_through_tools_train_py(tmp_path, trained_dir, case):
   _, params, gin_file, needle = next(c for c in BAD_CASES if c[0] == case)
   model_dir, before, bindings = _bad_setup(tmp_path, trained_dir, params)
-  r = subprocess.run([sys.executable, TRAIN_PY, f"--gin_file={gin_file}",
-                      f"--model_dir={model_dir}"] + [f"--gin_param={b}" for b in bindings],
-                     cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  r = subprocess.run(
+    [sys.executable, TRAIN_PY, f"--gin_file={gin_file}", f"--model_dir={model_dir}"]
+    + [f"--gin_param={b}" for b in bindings],
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert r.returncode == 2, (case, r.stderr[-3000:])
   _one_error_line(r.stderr, needle)
   assert _tree_hashes(model_dir) == before

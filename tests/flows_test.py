@@ -25,25 +25,28 @@ DELTA = 0.05
 
 
 def _normal(seed, shape, dtype=tf.float64, scale=1.0):
-    return scale * tf.random.stateless_normal(shape, [seed, 7], dtype=dtype)
+  return scale * tf.random.stateless_normal(shape, [seed, 7], dtype=dtype)
 
 
 def _np_planar_forward(z, u, w, b, delta):
-    """Rezende & Mohamed planar flow in NumPy, raw u reparameterised (appendix A)."""
-    wu = np.sum(w * u, -1, keepdims=True)
-    m = -1.0 + delta + np.log1p(np.exp(wu))
-    u_hat = u + (m - wu) * w / np.sum(w * w, -1, keepdims=True)
-    ldj = np.zeros(z.shape[:-1])
-    for k in range(u.shape[1]):
-        t = np.tanh(np.sum(z * w[:, k], -1) + b[:, k])
-        ldj += np.log(np.abs(1.0 + (1.0 - t ** 2) * np.sum(u_hat[:, k] * w[:, k], -1)))
-        z = z + u_hat[:, k] * t[..., None]
-    return z, ldj
+  """Rezende & Mohamed planar flow in NumPy, raw u reparameterised (appendix A)."""
+  wu = np.sum(w * u, -1, keepdims=True)
+  m = -1.0 + delta + np.log1p(np.exp(wu))
+  u_hat = u + (m - wu) * w / np.sum(w * w, -1, keepdims=True)
+  ldj = np.zeros(z.shape[:-1])
+  for k in range(u.shape[1]):
+    t = np.tanh(np.sum(z * w[:, k], -1) + b[:, k])
+    ldj += np.log(np.abs(1.0 + (1.0 - t**2) * np.sum(u_hat[:, k] * w[:, k], -1)))
+    z = z + u_hat[:, k] * t[..., None]
+  return z, ldj
 
 
 def _random_planar(seed, batch, k, d, dtype=tf.float64):
-    return (_normal(seed, [batch, k, d], dtype), _normal(seed + 1, [batch, k, d], dtype),
-            _normal(seed + 2, [batch, k], dtype))
+  return (
+    _normal(seed, [batch, k, d], dtype),
+    _normal(seed + 1, [batch, k, d], dtype),
+    _normal(seed + 2, [batch, k], dtype),
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -52,208 +55,220 @@ def _random_planar(seed, batch, k, d, dtype=tf.float64):
 
 
 def test_reparameterisation_enforces_margin():
-    u, w, _ = _random_planar(1, 5, 6, 4)
-    u = tf.concat([u, -10.0 * w, 50.0 * w], axis=1)  # adversarial: w.u << -1 and >> 0
-    w = tf.concat([w, w, w], axis=1)
-    u_hat = flows.planar_reparameterize_u(u, w, DELTA)
-    c = tf.reduce_sum(u_hat * w, -1).numpy()
-    assert c.min() >= -1.0 + DELTA - 1e-12
-    wu = tf.reduce_sum(u * w, -1).numpy()
-    np.testing.assert_allclose(c, -1.0 + DELTA + np.log1p(np.exp(wu)), rtol=1e-12)
-    # w = 0: finite (the ||w||^2 guard), w.u_hat = 0 > -1.
-    u_hat0 = flows.planar_reparameterize_u(u[:, :1], tf.zeros_like(u[:, :1]), DELTA)
-    assert np.isfinite(u_hat0.numpy()).all()
+  u, w, _ = _random_planar(1, 5, 6, 4)
+  u = tf.concat([u, -10.0 * w, 50.0 * w], axis=1)  # adversarial: w.u << -1 and >> 0
+  w = tf.concat([w, w, w], axis=1)
+  u_hat = flows.planar_reparameterize_u(u, w, DELTA)
+  c = tf.reduce_sum(u_hat * w, -1).numpy()
+  assert c.min() >= -1.0 + DELTA - 1e-12
+  wu = tf.reduce_sum(u * w, -1).numpy()
+  np.testing.assert_allclose(c, -1.0 + DELTA + np.log1p(np.exp(wu)), rtol=1e-12)
+  # w = 0: finite (the ||w||^2 guard), w.u_hat = 0 > -1.
+  u_hat0 = flows.planar_reparameterize_u(u[:, :1], tf.zeros_like(u[:, :1]), DELTA)
+  assert np.isfinite(u_hat0.numpy()).all()
 
 
 @pytest.mark.parametrize("k,lpi", [(1, 8), (5, 2), (20, 8), (13, 4)])
 def test_planar_forward_matches_numpy(k, lpi):
-    u, w, b = _random_planar(2, 6, k, 3)
-    z = _normal(5, [6, 3])
-    flow = flows.planar_flow(u, w, b, delta=DELTA, layers_per_iteration=lpi)
-    y, fldj = flow.forward_and_log_det(z)
-    y_ref, ldj_ref = _np_planar_forward(z.numpy(), u.numpy(), w.numpy(), b.numpy(), DELTA)
-    np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(fldj.numpy(), ldj_ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(flow.forward(z).numpy(), y_ref, rtol=1e-12, atol=1e-12)
+  u, w, b = _random_planar(2, 6, k, 3)
+  z = _normal(5, [6, 3])
+  flow = flows.planar_flow(u, w, b, delta=DELTA, layers_per_iteration=lpi)
+  y, fldj = flow.forward_and_log_det(z)
+  y_ref, ldj_ref = _np_planar_forward(z.numpy(), u.numpy(), w.numpy(), b.numpy(), DELTA)
+  np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(fldj.numpy(), ldj_ref, rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(flow.forward(z).numpy(), y_ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("k,lpi,sample_shape", [(0, 8, []), (1, 8, []), (5, 1, [2]),
-                                                (20, 8, []), (20, 3, [2]), (20, 100, [])])
+@pytest.mark.parametrize(
+  "k,lpi,sample_shape",
+  [(0, 8, []), (1, 8, []), (5, 1, [2]), (20, 8, []), (20, 3, [2]), (20, 100, [])],
+)
 def test_planar_round_trip_float64(k, lpi, sample_shape):
-    u, w, b = _random_planar(3, 6, k, 4)
-    z = _normal(9, sample_shape + [6, 4])
-    flow = flows.planar_flow(u, w, b, delta=DELTA, layers_per_iteration=lpi)
-    y, fldj = flow.forward_and_log_det(z)
-    x, ildj = flow.inverse_and_log_det(tf.identity(y))
-    np.testing.assert_allclose(x.numpy(), z.numpy(), rtol=0, atol=1e-8)
-    np.testing.assert_allclose(ildj.numpy(), -fldj.numpy(), rtol=0, atol=1e-8)
-    # Through the TFP API (tf.identity defeats the bijector cache).
-    np.testing.assert_allclose(flow.inverse(tf.identity(y)).numpy(), z.numpy(), atol=1e-8)
-    if k == 0:
-        np.testing.assert_array_equal(y.numpy(), z.numpy())
-        np.testing.assert_array_equal(fldj.numpy(), np.zeros(sample_shape + [6]))
+  u, w, b = _random_planar(3, 6, k, 4)
+  z = _normal(9, sample_shape + [6, 4])
+  flow = flows.planar_flow(u, w, b, delta=DELTA, layers_per_iteration=lpi)
+  y, fldj = flow.forward_and_log_det(z)
+  x, ildj = flow.inverse_and_log_det(tf.identity(y))
+  np.testing.assert_allclose(x.numpy(), z.numpy(), rtol=0, atol=1e-8)
+  np.testing.assert_allclose(ildj.numpy(), -fldj.numpy(), rtol=0, atol=1e-8)
+  # Through the TFP API (tf.identity defeats the bijector cache).
+  np.testing.assert_allclose(flow.inverse(tf.identity(y)).numpy(), z.numpy(), atol=1e-8)
+  if k == 0:
+    np.testing.assert_array_equal(y.numpy(), z.numpy())
+    np.testing.assert_array_equal(fldj.numpy(), np.zeros(sample_shape + [6]))
 
 
 @pytest.mark.parametrize("k", [20, 80])
 def test_planar_round_trip_float32_posterior_params(k):
-    """float32 round trip at the scales a randomly initialised Posterior produces."""
-    post = flows.Posterior(8, kind="planar", num_flows=k, hidden_units=16)
-    h = _normal(4, [16, 30], tf.float32)
-    params = post(h)
-    flow = post.bijector(params)
-    z = _normal(5, [16, 8], tf.float32)
-    y = flow.forward(z)
-    np.testing.assert_allclose(flow.inverse(tf.identity(y)).numpy(), z.numpy(), atol=1e-4)
+  """float32 round trip at the scales a randomly initialised Posterior produces."""
+  post = flows.Posterior(8, kind="planar", num_flows=k, hidden_units=16)
+  h = _normal(4, [16, 30], tf.float32)
+  params = post(h)
+  flow = post.bijector(params)
+  z = _normal(5, [16, 8], tf.float32)
+  y = flow.forward(z)
+  np.testing.assert_allclose(flow.inverse(tf.identity(y)).numpy(), z.numpy(), atol=1e-4)
 
 
 def test_planar_round_trip_float32_standard_normal_params():
-    """N(0, 1) u, w, b: 1e-4 for a few layers; for many layers the float32 inverse
-    is checked against the float64 inverse of the SAME float32 inputs, with the
-    backward-stability bound |dx| <= C eps32 ||J^{-1}|| ||y|| (C = 16): with
-    N(0,1) params in D=8 the map itself is so ill-conditioned that no float32
-    method can do better than that bound (measured ratio <= 3.2)."""
-    u, w, b = _random_planar(6, 40, 3, 8, tf.float32)
-    z = _normal(7, [40, 8], tf.float32)
-    flow = flows.planar_flow(u, w, b, delta=DELTA)
-    y = flow.forward(z)
-    np.testing.assert_allclose(flow.inverse(tf.identity(y)).numpy(), z.numpy(), atol=1e-4)
+  """N(0, 1) u, w, b: 1e-4 for a few layers; for many layers the float32 inverse
+  is checked against the float64 inverse of the SAME float32 inputs, with the
+  backward-stability bound |dx| <= C eps32 ||J^{-1}|| ||y|| (C = 16): with
+  N(0,1) params in D=8 the map itself is so ill-conditioned that no float32
+  method can do better than that bound (measured ratio <= 3.2)."""
+  u, w, b = _random_planar(6, 40, 3, 8, tf.float32)
+  z = _normal(7, [40, 8], tf.float32)
+  flow = flows.planar_flow(u, w, b, delta=DELTA)
+  y = flow.forward(z)
+  np.testing.assert_allclose(flow.inverse(tf.identity(y)).numpy(), z.numpy(), atol=1e-4)
 
-    u, w, b = _random_planar(8, 40, 20, 8, tf.float32)
-    y32 = _normal(9, [40, 8], tf.float32)
-    x32 = flows.planar_flow(u, w, b, delta=DELTA).inverse(y32).numpy()
-    c64 = lambda t: tf.cast(t, tf.float64)  # noqa: E731
-    flow64 = flows.planar_flow(c64(u), c64(w), c64(b), delta=DELTA)
-    y64 = c64(y32)
-    with tf.GradientTape() as tape:
-        tape.watch(y64)
-        x64 = flow64.inverse(y64)
-    jac_inv = tape.batch_jacobian(x64, y64).numpy()
-    bound = 16 * np.finfo(np.float32).eps * np.linalg.norm(jac_inv, 2, axis=(1, 2)) * (
-        1.0 + np.abs(y32.numpy()).max(-1))
-    err = np.abs(x32 - x64.numpy()).max(-1)
-    assert (err <= bound).all(), (err / bound).max()
+  u, w, b = _random_planar(8, 40, 20, 8, tf.float32)
+  y32 = _normal(9, [40, 8], tf.float32)
+  x32 = flows.planar_flow(u, w, b, delta=DELTA).inverse(y32).numpy()
+  c64 = lambda t: tf.cast(t, tf.float64)  # noqa: E731
+  flow64 = flows.planar_flow(c64(u), c64(w), c64(b), delta=DELTA)
+  y64 = c64(y32)
+  with tf.GradientTape() as tape:
+    tape.watch(y64)
+    x64 = flow64.inverse(y64)
+  jac_inv = tape.batch_jacobian(x64, y64).numpy()
+  bound = (
+    16
+    * np.finfo(np.float32).eps
+    * np.linalg.norm(jac_inv, 2, axis=(1, 2))
+    * (1.0 + np.abs(y32.numpy()).max(-1))
+  )
+  err = np.abs(x32 - x64.numpy()).max(-1)
+  assert (err <= bound).all(), (err / bound).max()
 
 
 def test_planar_newton_hard_cases():
-    """One layer, D = 1 (w = 1, u_hat = c): the default iteration count solves
-    g(t) = t + c tanh t - r = 0 to 1e-12 relative in float64 over c from the
-    invertibility margin to 1e3 and |r| up to 1e3."""
-    cs = np.array([-1 + DELTA, -1 + DELTA + 1e-7, -0.5, 0.0, 0.5, 10.0, 1e3])
-    rs = np.array([0.0, 1e-6, -1e-3, 0.3, -2.0, 7.0, -50.0, 1e3, -1e3])
-    c, r = [a.ravel() for a in np.meshgrid(cs, rs)]
-    n = c.size
-    bvals = np.linspace(-3, 3, n)
-    flow = flows.PlanarFlow(c.reshape(n, 1, 1), np.ones((n, 1, 1)), bvals.reshape(n, 1))
-    y = tf.constant((r - bvals).reshape(n, 1))  # r = w.y + b
-    x = flow.inverse(y).numpy()[:, 0]
-    t = x + bvals
-    np.testing.assert_array_less(np.abs(t + c * np.tanh(t) - r), 1e-12 * (1 + np.abs(r)))
-    np.testing.assert_allclose(flow.forward(tf.constant(x[:, None])).numpy()[:, 0],
-                               y.numpy()[:, 0], rtol=1e-12, atol=1e-12)
+  """One layer, D = 1 (w = 1, u_hat = c): the default iteration count solves
+  g(t) = t + c tanh t - r = 0 to 1e-12 relative in float64 over c from the
+  invertibility margin to 1e3 and |r| up to 1e3."""
+  cs = np.array([-1 + DELTA, -1 + DELTA + 1e-7, -0.5, 0.0, 0.5, 10.0, 1e3])
+  rs = np.array([0.0, 1e-6, -1e-3, 0.3, -2.0, 7.0, -50.0, 1e3, -1e3])
+  c, r = [a.ravel() for a in np.meshgrid(cs, rs)]
+  n = c.size
+  bvals = np.linspace(-3, 3, n)
+  flow = flows.PlanarFlow(c.reshape(n, 1, 1), np.ones((n, 1, 1)), bvals.reshape(n, 1))
+  y = tf.constant((r - bvals).reshape(n, 1))  # r = w.y + b
+  x = flow.inverse(y).numpy()[:, 0]
+  t = x + bvals
+  np.testing.assert_array_less(np.abs(t + c * np.tanh(t) - r), 1e-12 * (1 + np.abs(r)))
+  np.testing.assert_allclose(
+    flow.forward(tf.constant(x[:, None])).numpy()[:, 0], y.numpy()[:, 0], rtol=1e-12, atol=1e-12
+  )
 
 
 def test_planar_log_det_matches_autodiff_jacobian():
-    u, w, b = _random_planar(10, 5, 6, 4)
-    z = _normal(11, [5, 4])
-    flow = flows.planar_flow(u, w, b, delta=DELTA, layers_per_iteration=4)
-    with tf.GradientTape() as tape:
-        tape.watch(z)
-        y, fldj = flow.forward_and_log_det(z)
-    _, logdet = tf.linalg.slogdet(tape.batch_jacobian(y, z))
-    np.testing.assert_allclose(fldj.numpy(), logdet.numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(flow.forward_log_det_jacobian(z, event_ndims=1).numpy(),
-                               logdet.numpy(), rtol=1e-10, atol=1e-10)
-    # The inverse: its own Jacobian, and ildj = -fldj at the image.
-    y_new = tf.identity(y)
-    with tf.GradientTape() as tape:
-        tape.watch(y_new)
-        x, ildj = flow.inverse_and_log_det(y_new)
-    _, logdet_inv = tf.linalg.slogdet(tape.batch_jacobian(x, y_new))
-    np.testing.assert_allclose(ildj.numpy(), logdet_inv.numpy(), rtol=1e-8, atol=1e-8)
-    np.testing.assert_allclose(
-        flow.inverse_log_det_jacobian(tf.identity(y), event_ndims=1).numpy(),
-        -fldj.numpy(), rtol=1e-8, atol=1e-8)
+  u, w, b = _random_planar(10, 5, 6, 4)
+  z = _normal(11, [5, 4])
+  flow = flows.planar_flow(u, w, b, delta=DELTA, layers_per_iteration=4)
+  with tf.GradientTape() as tape:
+    tape.watch(z)
+    y, fldj = flow.forward_and_log_det(z)
+  _, logdet = tf.linalg.slogdet(tape.batch_jacobian(y, z))
+  np.testing.assert_allclose(fldj.numpy(), logdet.numpy(), rtol=1e-10, atol=1e-10)
+  np.testing.assert_allclose(
+    flow.forward_log_det_jacobian(z, event_ndims=1).numpy(), logdet.numpy(), rtol=1e-10, atol=1e-10
+  )
+  # The inverse: its own Jacobian, and ildj = -fldj at the image.
+  y_new = tf.identity(y)
+  with tf.GradientTape() as tape:
+    tape.watch(y_new)
+    x, ildj = flow.inverse_and_log_det(y_new)
+  _, logdet_inv = tf.linalg.slogdet(tape.batch_jacobian(x, y_new))
+  np.testing.assert_allclose(ildj.numpy(), logdet_inv.numpy(), rtol=1e-8, atol=1e-8)
+  np.testing.assert_allclose(
+    flow.inverse_log_det_jacobian(tf.identity(y), event_ndims=1).numpy(),
+    -fldj.numpy(),
+    rtol=1e-8,
+    atol=1e-8,
+  )
 
 
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
 @pytest.mark.parametrize("k,lpi,sample_shape", [(6, 4, []), (9, 2, [2])])
 def test_planar_custom_vjp_matches_autodiff(direction, k, lpi, sample_shape):
-    """Analytic VJPs == TF autodiff (through the differentiable last Newton step)."""
-    u, w, b = _random_planar(12, 5, k, 3)
-    z = _normal(13, sample_shape + [5, 3])
-    cot_z, cot_l = _normal(14, sample_shape + [5, 3]), _normal(15, sample_shape + [5])
-    grads = {}
-    for custom in (True, False):
-        with tf.GradientTape() as tape:
-            tape.watch([u, w, b, z])
-            flow = flows.planar_flow(u, w, b, delta=DELTA, layers_per_iteration=lpi,
-                                     custom_gradient=custom)
-            fn = flow.forward_and_log_det if direction == "forward" else flow.inverse_and_log_det
-            out, ld = fn(z)
-            loss = tf.reduce_sum(out * cot_z) + tf.reduce_sum(ld * cot_l)
-        grads[custom] = tape.gradient(loss, [u, w, b, z])
-        assert all(g is not None for g in grads[custom])
-    for g_custom, g_auto in zip(grads[True], grads[False]):
-        np.testing.assert_allclose(g_custom.numpy(), g_auto.numpy(), rtol=1e-9, atol=1e-11)
+  """Analytic VJPs == TF autodiff (through the differentiable last Newton step)."""
+  u, w, b = _random_planar(12, 5, k, 3)
+  z = _normal(13, sample_shape + [5, 3])
+  cot_z, cot_l = _normal(14, sample_shape + [5, 3]), _normal(15, sample_shape + [5])
+  grads = {}
+  for custom in (True, False):
+    with tf.GradientTape() as tape:
+      tape.watch([u, w, b, z])
+      flow = flows.planar_flow(
+        u, w, b, delta=DELTA, layers_per_iteration=lpi, custom_gradient=custom
+      )
+      fn = flow.forward_and_log_det if direction == "forward" else flow.inverse_and_log_det
+      out, ld = fn(z)
+      loss = tf.reduce_sum(out * cot_z) + tf.reduce_sum(ld * cot_l)
+    grads[custom] = tape.gradient(loss, [u, w, b, z])
+    assert all(g is not None for g in grads[custom])
+  for g_custom, g_auto in zip(grads[True], grads[False]):
+    np.testing.assert_allclose(g_custom.numpy(), g_auto.numpy(), rtol=1e-9, atol=1e-11)
 
 
 def test_planar_inverse_gradients_match_finite_differences():
-    """d/dtheta of sum(x) + sum(ildj), x = f^{-1}(y): tape vs central differences."""
-    u, w, b = _random_planar(16, 3, 4, 3)
-    y = _normal(17, [3, 3])
-    args = [u, w, b, y]
+  """d/dtheta of sum(x) + sum(ildj), x = f^{-1}(y): tape vs central differences."""
+  u, w, b = _random_planar(16, 3, 4, 3)
+  y = _normal(17, [3, 3])
+  args = [u, w, b, y]
 
-    def loss(u, w, b, y):
-        x, ildj = flows.planar_flow(u, w, b, delta=DELTA).inverse_and_log_det(y)
-        return tf.reduce_sum(x * tf.constant([1.0, -2.0, 0.5], tf.float64)) + tf.reduce_sum(ildj)
+  def loss(u, w, b, y):
+    x, ildj = flows.planar_flow(u, w, b, delta=DELTA).inverse_and_log_det(y)
+    return tf.reduce_sum(x * tf.constant([1.0, -2.0, 0.5], tf.float64)) + tf.reduce_sum(ildj)
 
-    with tf.GradientTape() as tape:
-        tape.watch(args)
-        value = loss(*args)
-    grads = tape.gradient(value, args)
-    rng = np.random.RandomState(0)
-    step = 1e-6
-    for i, (arg, grad) in enumerate(zip(args, grads)):
-        assert grad is not None
-        for _ in range(3):
-            index = tuple(rng.randint(s) for s in arg.shape)
-            basis = np.zeros(arg.shape)
-            basis[index] = step
-            plus = [a + basis if j == i else a for j, a in enumerate(args)]
-            minus = [a - basis if j == i else a for j, a in enumerate(args)]
-            fd = (loss(*plus) - loss(*minus)).numpy() / (2 * step)
-            # central FD: truncation O(step^2) ~ 1e-12, rounding ~ eps |f| / step ~ 1e-9
-            np.testing.assert_allclose(grad.numpy()[index], fd, rtol=1e-6, atol=1e-7)
+  with tf.GradientTape() as tape:
+    tape.watch(args)
+    value = loss(*args)
+  grads = tape.gradient(value, args)
+  rng = np.random.RandomState(0)
+  step = 1e-6
+  for i, (arg, grad) in enumerate(zip(args, grads)):
+    assert grad is not None
+    for _ in range(3):
+      index = tuple(rng.randint(s) for s in arg.shape)
+      basis = np.zeros(arg.shape)
+      basis[index] = step
+      plus = [a + basis if j == i else a for j, a in enumerate(args)]
+      minus = [a - basis if j == i else a for j, a in enumerate(args)]
+      fd = (loss(*plus) - loss(*minus)).numpy() / (2 * step)
+      # central FD: truncation O(step^2) ~ 1e-12, rounding ~ eps |f| / step ~ 1e-9
+      np.testing.assert_allclose(grad.numpy()[index], fd, rtol=1e-6, atol=1e-7)
 
 
 def test_planar_tfp_cache_solves_inverse_once():
-    u, w, b = _random_planar(18, 4, 3, 3)
-    flow = flows.planar_flow(u, w, b, delta=DELTA)
-    calls = []
-    original = flow.inverse_and_log_det
+  u, w, b = _random_planar(18, 4, 3, 3)
+  flow = flows.planar_flow(u, w, b, delta=DELTA)
+  calls = []
+  original = flow.inverse_and_log_det
 
-    def counting(y):
-        calls.append(1)
-        return original(y)
+  def counting(y):
+    calls.append(1)
+    return original(y)
 
-    flow.inverse_and_log_det = counting
-    base = tfd.Independent(tfd.Normal(tf.zeros([4, 3], tf.float64), 1.0), 1)
-    dist = tfd.TransformedDistribution(base, flow)
-    z = _normal(19, [4, 3])
-    lp = dist.log_prob(z)
-    assert len(calls) == 1
-    x, ildj = original(z)
-    np.testing.assert_allclose(lp.numpy(), (base.log_prob(x) + ildj).numpy(), rtol=1e-12)
+  flow.inverse_and_log_det = counting
+  base = tfd.Independent(tfd.Normal(tf.zeros([4, 3], tf.float64), 1.0), 1)
+  dist = tfd.TransformedDistribution(base, flow)
+  z = _normal(19, [4, 3])
+  lp = dist.log_prob(z)
+  assert len(calls) == 1
+  x, ildj = original(z)
+  np.testing.assert_allclose(lp.numpy(), (base.log_prob(x) + ildj).numpy(), rtol=1e-12)
 
 
 def test_planar_batch_shape_and_validation():
-    u, w, b = _random_planar(20, 4, 3, 2)
-    flow = flows.planar_flow(u, w, b, delta=DELTA, validate_args=True)
-    assert flow.forward_min_event_ndims == 1
-    assert flow.experimental_batch_shape().as_list() == [4]
-    bad = flows.PlanarFlow(-3.0 * w, w, b, validate_args=True)  # w.u = -3 ||w||^2 < -1
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        bad.forward(_normal(21, [4, 2]))
+  u, w, b = _random_planar(20, 4, 3, 2)
+  flow = flows.planar_flow(u, w, b, delta=DELTA, validate_args=True)
+  assert flow.forward_min_event_ndims == 1
+  assert flow.experimental_batch_shape().as_list() == [4]
+  bad = flows.PlanarFlow(-3.0 * w, w, b, validate_args=True)  # w.u = -3 ||w||^2 < -1
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    bad.forward(_normal(21, [4, 2]))
 
 
 # ----------------------------------------------------------------------------
@@ -262,47 +277,48 @@ def test_planar_batch_shape_and_validation():
 
 
 def _randomise(layer, seed, scale=0.3):
-    """Non-trivial weights (the near-identity init would make tests too easy)."""
-    rng = np.random.RandomState(seed)
-    for v in layer.trainable_variables:
-        v.assign(scale * rng.normal(size=v.shape))
+  """Non-trivial weights (the near-identity init would make tests too easy)."""
+  rng = np.random.RandomState(seed)
+  for v in layer.trainable_variables:
+    v.assign(scale * rng.normal(size=v.shape))
 
 
 @pytest.mark.parametrize("kind", ["iaf", "maf", "realnvp"])
 def test_tfp_flows_round_trip_and_log_det(kind):
-    post = flows.Posterior(4, kind=kind, num_flows=3, hidden_units=8, dtype="float64")
-    h = _normal(22, [5, 6])
-    params = post(h)
-    _randomise(post, 1)
-    params = post(h)
-    bij = post.bijector(params)
-    z = _normal(23, [5, 4])
-    with tf.GradientTape() as tape:
-        tape.watch(z)
-        y = bij.forward(z)
-    fldj = bij.forward_log_det_jacobian(z, event_ndims=1)
-    _, logdet = tf.linalg.slogdet(tape.batch_jacobian(y, z))
-    np.testing.assert_allclose(fldj.numpy(), logdet.numpy(), rtol=1e-9, atol=1e-9)
-    y_new = tf.identity(y)
-    np.testing.assert_allclose(bij.inverse(y_new).numpy(), z.numpy(), atol=1e-10)
-    np.testing.assert_allclose(bij.inverse_log_det_jacobian(tf.identity(y), event_ndims=1),
-                               -fldj.numpy(), rtol=1e-9, atol=1e-9)
+  post = flows.Posterior(4, kind=kind, num_flows=3, hidden_units=8, dtype="float64")
+  h = _normal(22, [5, 6])
+  params = post(h)
+  _randomise(post, 1)
+  params = post(h)
+  bij = post.bijector(params)
+  z = _normal(23, [5, 4])
+  with tf.GradientTape() as tape:
+    tape.watch(z)
+    y = bij.forward(z)
+  fldj = bij.forward_log_det_jacobian(z, event_ndims=1)
+  _, logdet = tf.linalg.slogdet(tape.batch_jacobian(y, z))
+  np.testing.assert_allclose(fldj.numpy(), logdet.numpy(), rtol=1e-9, atol=1e-9)
+  y_new = tf.identity(y)
+  np.testing.assert_allclose(bij.inverse(y_new).numpy(), z.numpy(), atol=1e-10)
+  np.testing.assert_allclose(
+    bij.inverse_log_det_jacobian(tf.identity(y), event_ndims=1), -fldj.numpy(), rtol=1e-9, atol=1e-9
+  )
 
 
 def test_made_is_autoregressive():
-    made = flows.MADE(5, hidden_units=(7, 6), context_dim=3, dtype="float64")
-    made.build()
-    _randomise(made, 2, scale=1.0)
-    x = _normal(24, [4, 5])
-    ctx = _normal(25, [4, 3])
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        shift, log_scale = made(x, ctx)
-    for out in (shift, log_scale):
-        jac = tape.batch_jacobian(out, x).numpy()      # [b, out d, in d]
-        assert np.all(jac[:, np.triu_indices(5)[0], np.triu_indices(5)[1]] == 0.0)
-        assert np.abs(jac[:, np.tril_indices(5, -1)[0], np.tril_indices(5, -1)[1]]).max() > 0
-    assert len(made.trainable_variables) == 7  # 2 x (kernel, bias), context, out kernel+bias
+  made = flows.MADE(5, hidden_units=(7, 6), context_dim=3, dtype="float64")
+  made.build()
+  _randomise(made, 2, scale=1.0)
+  x = _normal(24, [4, 5])
+  ctx = _normal(25, [4, 3])
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(x)
+    shift, log_scale = made(x, ctx)
+  for out in (shift, log_scale):
+    jac = tape.batch_jacobian(out, x).numpy()  # [b, out d, in d]
+    assert np.all(jac[:, np.triu_indices(5)[0], np.triu_indices(5)[1]] == 0.0)
+    assert np.abs(jac[:, np.tril_indices(5, -1)[0], np.tril_indices(5, -1)[1]]).max() > 0
+  assert len(made.trainable_variables) == 7  # 2 x (kernel, bias), context, out kernel+bias
 
 
 # ----------------------------------------------------------------------------
@@ -313,206 +329,213 @@ KINDS = ["gaussian", "planar", "iaf", "maf", "realnvp"]
 
 
 def _posterior(kind, num_flows=3, d=3, **kwargs):
-    kwargs.setdefault("hidden_units", 6)
-    return flows.Posterior(d, kind=kind, num_flows=num_flows, dtype="float64", **kwargs)
+  kwargs.setdefault("hidden_units", 6)
+  return flows.Posterior(d, kind=kind, num_flows=num_flows, dtype="float64", **kwargs)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_posterior_log_q_consistency(kind):
-    post = _posterior(kind)
-    h = _normal(26, [4, 5])
-    post(h)
-    _randomise(post, 3, scale=0.2)
-    seed = tf.constant([1, 2], tf.int32)
-    z, log_q = post.sample_and_log_prob(h, seed)
-    assert z.shape == (4, 3) and log_q.shape == (4,)
-    z_any = tf.identity(z)
-    np.testing.assert_allclose(post.log_prob(h, z_any).numpy(), log_q.numpy(), rtol=1e-9,
-                               atol=1e-9)
-    dist = post.distribution(h)
-    assert dist.event_shape == [3] and dist.batch_shape == [4]
-    np.testing.assert_allclose(dist.log_prob(tf.identity(z)).numpy(), log_q.numpy(),
-                               rtol=1e-9, atol=1e-9)
-    # Reparameterised: eps given explicitly reproduces the seeded draw.
-    eps = tf.random.stateless_normal([4, 3], seed, dtype=tf.float64, alg="philox")
-    z2, log_q2 = post.sample_and_log_prob(h, eps=eps)
-    np.testing.assert_array_equal(z2.numpy(), z.numpy())
-    np.testing.assert_array_equal(log_q2.numpy(), log_q.numpy())
-    # Same seed: bit-identical; another seed: different.
-    z3, _ = post.sample_and_log_prob(h, seed)
-    np.testing.assert_array_equal(z3.numpy(), z.numpy())
-    z4, _ = post.sample_and_log_prob(h, tf.constant([1, 3], tf.int32))
-    assert np.abs(z4.numpy() - z.numpy()).max() > 1e-3
+  post = _posterior(kind)
+  h = _normal(26, [4, 5])
+  post(h)
+  _randomise(post, 3, scale=0.2)
+  seed = tf.constant([1, 2], tf.int32)
+  z, log_q = post.sample_and_log_prob(h, seed)
+  assert z.shape == (4, 3) and log_q.shape == (4,)
+  z_any = tf.identity(z)
+  np.testing.assert_allclose(post.log_prob(h, z_any).numpy(), log_q.numpy(), rtol=1e-9, atol=1e-9)
+  dist = post.distribution(h)
+  assert dist.event_shape == [3] and dist.batch_shape == [4]
+  np.testing.assert_allclose(
+    dist.log_prob(tf.identity(z)).numpy(), log_q.numpy(), rtol=1e-9, atol=1e-9
+  )
+  # Reparameterised: eps given explicitly reproduces the seeded draw.
+  eps = tf.random.stateless_normal([4, 3], seed, dtype=tf.float64, alg="philox")
+  z2, log_q2 = post.sample_and_log_prob(h, eps=eps)
+  np.testing.assert_array_equal(z2.numpy(), z.numpy())
+  np.testing.assert_array_equal(log_q2.numpy(), log_q.numpy())
+  # Same seed: bit-identical; another seed: different.
+  z3, _ = post.sample_and_log_prob(h, seed)
+  np.testing.assert_array_equal(z3.numpy(), z.numpy())
+  z4, _ = post.sample_and_log_prob(h, tf.constant([1, 3], tf.int32))
+  assert np.abs(z4.numpy() - z.numpy()).max() > 1e-3
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "planar", "iaf"])
 def test_posterior_without_flow_is_diagonal_gaussian(kind):
-    post = _posterior(kind, num_flows=0)
-    h = _normal(27, [4, 5])
-    params = post(h)
-    assert set(params) == {"loc", "log_scale"}
-    loc, log_scale = params["loc"].numpy(), params["log_scale"].numpy()
-    z = _normal(28, [4, 3])
-    ref = tfd.MultivariateNormalDiag(loc, np.exp(log_scale)).log_prob(z).numpy()
-    explicit = np.sum(-0.5 * ((z.numpy() - loc) / np.exp(log_scale)) ** 2 - log_scale
-                      - 0.5 * np.log(2 * np.pi), -1)
-    np.testing.assert_allclose(post.log_prob(h, z).numpy(), ref, rtol=1e-12)
-    np.testing.assert_allclose(post.log_prob(h, z).numpy(), explicit, rtol=1e-12)
-    np.testing.assert_allclose(post.distribution(h).log_prob(z).numpy(), ref, rtol=1e-12)
-    np.testing.assert_allclose(post.mean(h).numpy(), loc)
-    assert len(post.trainable_variables) == 4
+  post = _posterior(kind, num_flows=0)
+  h = _normal(27, [4, 5])
+  params = post(h)
+  assert set(params) == {"loc", "log_scale"}
+  loc, log_scale = params["loc"].numpy(), params["log_scale"].numpy()
+  z = _normal(28, [4, 3])
+  ref = tfd.MultivariateNormalDiag(loc, np.exp(log_scale)).log_prob(z).numpy()
+  explicit = np.sum(
+    -0.5 * ((z.numpy() - loc) / np.exp(log_scale)) ** 2 - log_scale - 0.5 * np.log(2 * np.pi), -1
+  )
+  np.testing.assert_allclose(post.log_prob(h, z).numpy(), ref, rtol=1e-12)
+  np.testing.assert_allclose(post.log_prob(h, z).numpy(), explicit, rtol=1e-12)
+  np.testing.assert_allclose(post.distribution(h).log_prob(z).numpy(), ref, rtol=1e-12)
+  np.testing.assert_allclose(post.mean(h).numpy(), loc)
+  assert len(post.trainable_variables) == 4
 
 
 def test_posterior_mean_planar_is_flow_of_loc():
-    post = _posterior("planar", num_flows=4)
-    h = _normal(29, [4, 5])
-    post(h)
-    _randomise(post, 4, scale=0.3)
-    p = {k: v.numpy() for k, v in post(h).items()}
-    ref, _ = _np_planar_forward(p["loc"], p["u"], p["w"], p["b"], post.delta)
-    np.testing.assert_allclose(post.mean(h).numpy(), ref, rtol=1e-12, atol=1e-12)
+  post = _posterior("planar", num_flows=4)
+  h = _normal(29, [4, 5])
+  post(h)
+  _randomise(post, 4, scale=0.3)
+  p = {k: v.numpy() for k, v in post(h).items()}
+  ref, _ = _np_planar_forward(p["loc"], p["u"], p["w"], p["b"], post.delta)
+  np.testing.assert_allclose(post.mean(h).numpy(), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_posterior_initial_flow_is_near_identity_and_scale_near_one():
-    keras.utils.set_random_seed(0)  # the init is random: make the test independent of order
-    post = flows.Posterior(4, kind="planar", num_flows=5, hidden_units=8)
-    h = _normal(30, [6, 10], tf.float32)
-    params = post(h)
-    z = _normal(31, [6, 4], tf.float32)
-    y, fldj = post.bijector(params).forward_and_log_det(z)
-    assert np.abs(y.numpy() - z.numpy()).max() < 0.1
-    assert np.abs(fldj.numpy()).max() < 0.1
-    assert np.abs(params["log_scale"].numpy()).max() < 0.3
+  keras.utils.set_random_seed(0)  # the init is random: make the test independent of order
+  post = flows.Posterior(4, kind="planar", num_flows=5, hidden_units=8)
+  h = _normal(30, [6, 10], tf.float32)
+  params = post(h)
+  z = _normal(31, [6, 4], tf.float32)
+  y, fldj = post.bijector(params).forward_and_log_det(z)
+  assert np.abs(y.numpy() - z.numpy()).max() < 0.1
+  assert np.abs(fldj.numpy()).max() < 0.1
+  assert np.abs(params["log_scale"].numpy()).max() < 0.3
 
 
 # Trainable variables per kind (K flows, C conditioner layers = 2):
 #   loc (2) + log_scale (2); planar + bottleneck kernel + head (2);
 #   iaf/maf/realnvp + context head (2) + K * (2 hidden x (kernel, bias) + context
 #   kernel + output kernel + output bias = 7).
-EXPECTED_NUM_VARIABLES = {"gaussian": 4, "planar": 7, "iaf": 4 + 2 + 3 * 7,
-                          "maf": 4 + 2 + 3 * 7, "realnvp": 4 + 2 + 3 * 7}
+EXPECTED_NUM_VARIABLES = {
+  "gaussian": 4,
+  "planar": 7,
+  "iaf": 4 + 2 + 3 * 7,
+  "maf": 4 + 2 + 3 * 7,
+  "realnvp": 4 + 2 + 3 * 7,
+}
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_posterior_variables_tracked_and_checkpointed(kind):
-    h = _normal(32, [4, 5])
-    z = _normal(33, [4, 3])
-    a, b = _posterior(kind), _posterior(kind)
-    a(h)
-    b(h)
-    _randomise(a, 5, scale=0.2)
-    assert len(a.trainable_variables) == EXPECTED_NUM_VARIABLES[kind]
-    assert len({v.path for v in a.trainable_variables}) == len(a.trainable_variables)
-    if kind == "planar":
-        assert a.planar_head.kernel.shape == (6, 3 * (2 * 3 + 1))
-    assert np.abs(a.log_prob(h, z).numpy() - b.log_prob(h, z).numpy()).max() > 1e-6
-    path = tf.train.Checkpoint(layer=a).save(os.path.join(tempfile.mkdtemp(), "ckpt"))
-    tf.train.Checkpoint(layer=b).restore(path).assert_consumed()
-    for va, vb in zip(a.trainable_variables, b.trainable_variables):
-        np.testing.assert_array_equal(va.numpy(), vb.numpy())
-    np.testing.assert_array_equal(a.log_prob(h, z).numpy(), b.log_prob(h, z).numpy())
+  h = _normal(32, [4, 5])
+  z = _normal(33, [4, 3])
+  a, b = _posterior(kind), _posterior(kind)
+  a(h)
+  b(h)
+  _randomise(a, 5, scale=0.2)
+  assert len(a.trainable_variables) == EXPECTED_NUM_VARIABLES[kind]
+  assert len({v.path for v in a.trainable_variables}) == len(a.trainable_variables)
+  if kind == "planar":
+    assert a.planar_head.kernel.shape == (6, 3 * (2 * 3 + 1))
+  assert np.abs(a.log_prob(h, z).numpy() - b.log_prob(h, z).numpy()).max() > 1e-6
+  path = tf.train.Checkpoint(layer=a).save(os.path.join(tempfile.mkdtemp(), "ckpt"))
+  tf.train.Checkpoint(layer=b).restore(path).assert_consumed()
+  for va, vb in zip(a.trainable_variables, b.trainable_variables):
+    np.testing.assert_array_equal(va.numpy(), vb.numpy())
+  np.testing.assert_array_equal(a.log_prob(h, z).numpy(), b.log_prob(h, z).numpy())
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_posterior_log_prob_gradients_match_finite_differences(kind):
-    """Gradients of sum(log q(z|x)) at a fixed arbitrary z w.r.t. every weight,
-    3 entries per variable, central differences with step 1e-6 in float64
-    (truncation ~1e-12, rounding ~eps |f| / step ~1e-9; tolerance 1e-6 relative)."""
-    post = _posterior(kind, num_flows=2)
-    h = _normal(34, [3, 5])
-    z = _normal(35, [3, 3])
-    post(h)
-    _randomise(post, 6, scale=0.3)
-    loss = tf.function(lambda: tf.reduce_sum(post.log_prob(h, z)))
-    with tf.GradientTape() as tape:
-        value = tf.reduce_sum(post.log_prob(h, z))
-    grads = tape.gradient(value, post.trainable_variables)
-    rng = np.random.RandomState(1)
-    step = 1e-6
-    for var, grad in zip(post.trainable_variables, grads):
-        assert grad is not None, var.path
-        grad = tf.convert_to_tensor(grad).numpy()
-        for _ in range(3):
-            index = tuple(rng.randint(s) for s in var.shape)
-            original = var.numpy()
-            bumped = original.copy()
-            bumped[index] += step
-            var.assign(bumped)
-            plus = loss().numpy()
-            bumped[index] -= 2 * step
-            var.assign(bumped)
-            minus = loss().numpy()
-            var.assign(original)
-            fd = (plus - minus) / (2 * step)
-            np.testing.assert_allclose(grad[index], fd, rtol=1e-6, atol=1e-7,
-                                       err_msg=var.path)
+  """Gradients of sum(log q(z|x)) at a fixed arbitrary z w.r.t. every weight,
+  3 entries per variable, central differences with step 1e-6 in float64
+  (truncation ~1e-12, rounding ~eps |f| / step ~1e-9; tolerance 1e-6 relative)."""
+  post = _posterior(kind, num_flows=2)
+  h = _normal(34, [3, 5])
+  z = _normal(35, [3, 3])
+  post(h)
+  _randomise(post, 6, scale=0.3)
+  loss = tf.function(lambda: tf.reduce_sum(post.log_prob(h, z)))
+  with tf.GradientTape() as tape:
+    value = tf.reduce_sum(post.log_prob(h, z))
+  grads = tape.gradient(value, post.trainable_variables)
+  rng = np.random.RandomState(1)
+  step = 1e-6
+  for var, grad in zip(post.trainable_variables, grads):
+    assert grad is not None, var.path
+    grad = tf.convert_to_tensor(grad).numpy()
+    for _ in range(3):
+      index = tuple(rng.randint(s) for s in var.shape)
+      original = var.numpy()
+      bumped = original.copy()
+      bumped[index] += step
+      var.assign(bumped)
+      plus = loss().numpy()
+      bumped[index] -= 2 * step
+      var.assign(bumped)
+      minus = loss().numpy()
+      var.assign(original)
+      fd = (plus - minus) / (2 * step)
+      np.testing.assert_allclose(grad[index], fd, rtol=1e-6, atol=1e-7, err_msg=var.path)
 
 
 def test_posterior_planar_xla_matches_eager():
-    post = _posterior("planar", num_flows=6)
-    h = _normal(36, [4, 5])
-    z = _normal(37, [4, 3])
-    post(h)
-    _randomise(post, 7, scale=0.3)
-    variables = post.trainable_variables
+  post = _posterior("planar", num_flows=6)
+  h = _normal(36, [4, 5])
+  z = _normal(37, [4, 3])
+  post(h)
+  _randomise(post, 7, scale=0.3)
+  variables = post.trainable_variables
 
-    def log_prob_and_grad(h, z):
-        with tf.GradientTape() as tape:
-            lp = post.log_prob(h, z)
-            loss = tf.reduce_sum(lp)
-        return lp, tape.gradient(loss, variables)
+  def log_prob_and_grad(h, z):
+    with tf.GradientTape() as tape:
+      lp = post.log_prob(h, z)
+      loss = tf.reduce_sum(lp)
+    return lp, tape.gradient(loss, variables)
 
-    def sample(h, seed):
-        return post.sample_and_log_prob(h, seed)
+  def sample(h, seed):
+    return post.sample_and_log_prob(h, seed)
 
-    lp, grads = log_prob_and_grad(h, z)
-    lp_x, grads_x = tf.function(log_prob_and_grad, jit_compile=True)(h, z)
-    np.testing.assert_allclose(lp_x.numpy(), lp.numpy(), rtol=1e-10, atol=1e-10)
-    for g, g_x in zip(grads, grads_x):
-        assert g is not None and g_x is not None
-        np.testing.assert_allclose(g_x.numpy(), g.numpy(), rtol=1e-9, atol=1e-10)
-    # Sampling: given the same eps, XLA == eager.  (XLA's stateless RNG kernels
-    # draw other numbers than TF's for the same seed, so compare through eps, and
-    # check that the seeded XLA draw is deterministic and self-consistent.)
-    eps = _normal(38, [4, 3])
-    z_e, lq_e = post.sample_and_log_prob(h, eps=eps)
-    z_x, lq_x = tf.function(lambda h, e: post.sample_and_log_prob(h, eps=e),
-                            jit_compile=True)(h, eps)
-    np.testing.assert_allclose(z_x.numpy(), z_e.numpy(), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(lq_x.numpy(), lq_e.numpy(), rtol=1e-10, atol=1e-10)
-    seed = tf.constant([3, 4], tf.int32)
-    sample_xla = tf.function(sample, jit_compile=True)
-    z1, lq1 = sample_xla(h, seed)
-    z2, _ = sample_xla(h, seed)
-    np.testing.assert_array_equal(z1.numpy(), z2.numpy())
-    np.testing.assert_allclose(post.log_prob(h, tf.identity(z1)).numpy(), lq1.numpy(),
-                               rtol=1e-9, atol=1e-9)
+  lp, grads = log_prob_and_grad(h, z)
+  lp_x, grads_x = tf.function(log_prob_and_grad, jit_compile=True)(h, z)
+  np.testing.assert_allclose(lp_x.numpy(), lp.numpy(), rtol=1e-10, atol=1e-10)
+  for g, g_x in zip(grads, grads_x):
+    assert g is not None and g_x is not None
+    np.testing.assert_allclose(g_x.numpy(), g.numpy(), rtol=1e-9, atol=1e-10)
+  # Sampling: given the same eps, XLA == eager.  (XLA's stateless RNG kernels
+  # draw other numbers than TF's for the same seed, so compare through eps, and
+  # check that the seeded XLA draw is deterministic and self-consistent.)
+  eps = _normal(38, [4, 3])
+  z_e, lq_e = post.sample_and_log_prob(h, eps=eps)
+  z_x, lq_x = tf.function(lambda h, e: post.sample_and_log_prob(h, eps=e), jit_compile=True)(h, eps)
+  np.testing.assert_allclose(z_x.numpy(), z_e.numpy(), rtol=1e-10, atol=1e-10)
+  np.testing.assert_allclose(lq_x.numpy(), lq_e.numpy(), rtol=1e-10, atol=1e-10)
+  seed = tf.constant([3, 4], tf.int32)
+  sample_xla = tf.function(sample, jit_compile=True)
+  z1, lq1 = sample_xla(h, seed)
+  z2, _ = sample_xla(h, seed)
+  np.testing.assert_array_equal(z1.numpy(), z2.numpy())
+  np.testing.assert_allclose(
+    post.log_prob(h, tf.identity(z1)).numpy(), lq1.numpy(), rtol=1e-9, atol=1e-9
+  )
 
 
 def test_posterior_float32_and_sample_shape():
-    post = flows.Posterior(3, kind="planar", num_flows=2, hidden_units=4)
-    h = _normal(38, [4, 5], tf.float32)
-    z, log_q = post.sample_and_log_prob(h, tf.constant([0, 1]), sample_shape=(2,))
-    assert z.dtype == tf.float32 and z.shape == (2, 4, 3) and log_q.shape == (2, 4)
-    np.testing.assert_allclose(post.log_prob(h, tf.identity(z)).numpy(), log_q.numpy(),
-                               rtol=1e-4, atol=1e-4)
+  post = flows.Posterior(3, kind="planar", num_flows=2, hidden_units=4)
+  h = _normal(38, [4, 5], tf.float32)
+  z, log_q = post.sample_and_log_prob(h, tf.constant([0, 1]), sample_shape=(2,))
+  assert z.dtype == tf.float32 and z.shape == (2, 4, 3) and log_q.shape == (2, 4)
+  np.testing.assert_allclose(
+    post.log_prob(h, tf.identity(z)).numpy(), log_q.numpy(), rtol=1e-4, atol=1e-4
+  )
 
 
 def test_posterior_bad_arguments():
-    with pytest.raises(ValueError, match="gaussian, planar, iaf, maf, realnvp"):
-        flows.Posterior(3, kind="radial")
-    with pytest.raises(ValueError):
-        flows.Posterior(1, kind="realnvp", num_flows=2)
-    with pytest.raises(ValueError):
-        flows.Posterior(3, kind="planar", num_flows=-1)
+  with pytest.raises(ValueError, match="gaussian, planar, iaf, maf, realnvp"):
+    flows.Posterior(3, kind="radial")
+  with pytest.raises(ValueError):
+    flows.Posterior(1, kind="realnvp", num_flows=2)
+  with pytest.raises(ValueError):
+    flows.Posterior(3, kind="planar", num_flows=-1)
 
 
 def test_posterior_is_gin_configurable():
+  gin.clear_config()
+  try:
+    gin.parse_config(
+      ["posterior.kind = 'maf'", "posterior.num_flows = 2", "posterior.hidden_units = 5"]
+    )
+    post = flows.Posterior(3, name="configured")
+    assert (post.kind, post.num_flows, post.hidden_units) == ("maf", 2, 5)
+  finally:
     gin.clear_config()
-    try:
-        gin.parse_config(["posterior.kind = 'maf'", "posterior.num_flows = 2",
-                          "posterior.hidden_units = 5"])
-        post = flows.Posterior(3, name="configured")
-        assert (post.kind, post.num_flows, post.hidden_units) == ("maf", 2, 5)
-    finally:
-        gin.clear_config()

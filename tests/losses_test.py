@@ -15,8 +15,9 @@ def test_vae_is_negative_elbo():
   log_px = tf.constant([-80.0, -100.5])
   log_pz = tf.constant([-30.0, -31.0])
   log_qz = tf.constant([-20.0, -25.5])
-  np.testing.assert_allclose(losses.vae(log_px, log_pz, log_qz).numpy(),
-                             [80 + 30 - 20, 100.5 + 31 - 25.5], rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.vae(log_px, log_pz, log_qz).numpy(), [80 + 30 - 20, 100.5 + 31 - 25.5], rtol=1e-6
+  )
 
 
 def test_eq11_halves_and_sum():
@@ -32,8 +33,7 @@ def test_discriminator_losses_are_binary_cross_entropy(fn):
   real = np.array([3.0, -2.0, 0.0, 40.0], np.float64)
   fake = np.array([-1.0, 5.0, 0.0, -40.0], np.float64)
   want = -(_np_logsig(real) + _np_logsig(-fake))  # -[log s(real) + log(1 - s(fake))]
-  np.testing.assert_allclose(fn(tf.constant(real), tf.constant(fake)).numpy(), want,
-                             rtol=1e-12)
+  np.testing.assert_allclose(fn(tf.constant(real), tf.constant(fake)).numpy(), want, rtol=1e-12)
 
 
 def test_discriminator_optimum_is_log_density_ratio():

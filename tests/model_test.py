@@ -46,7 +46,8 @@ def test_gradient_routing(objective):
   g_grads = tape.gradient(gen, mdl.generator_variables)
   # Every encoder/posterior/decoder weight gets a gradient from the generator loss...
   assert all(g is not None for g in g_grads), [
-      v.path for v, g in zip(mdl.generator_variables, g_grads) if g is None]
+    v.path for v, g in zip(mdl.generator_variables, g_grads) if g is None
+  ]
   if objective == "vae":
     assert disc is None and not mdl.discriminator_variables
     return
@@ -64,8 +65,11 @@ def test_vae_terms_match_negative_elbo():
   t = mdl.terms(x, SEED, "generator", training=False)
   h = mdl.encoder(x)
   # Recompute by hand: same eps (from noise keyed on the same seed) through the posterior.
-  want = -(mdl.likelihood.log_prob(mdl.decode(t.zq), x) + model_lib.prior_log_prob(t.zq)
-           - mdl.posterior.log_prob(h, t.zq))
+  want = -(
+    mdl.likelihood.log_prob(mdl.decode(t.zq), x)
+    + model_lib.prior_log_prob(t.zq)
+    - mdl.posterior.log_prob(h, t.zq)
+  )
   np.testing.assert_allclose(mdl.generator_loss(t).numpy(), want.numpy(), rtol=1e-5)
 
 
@@ -76,8 +80,9 @@ def test_asvae_terms_are_eq11_of_the_parts():
   # Second half of eq. (11): log q(z | x') at the PRIOR draw; checked against TFP's own
   # TransformedDistribution.log_prob (an independent path through the bijector).
   dist = mdl.posterior.distribution(mdl.encoder(t.xp))
-  np.testing.assert_allclose(t.log_q_prior.numpy(), dist.log_prob(tf.identity(t.zp)).numpy(),
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    t.log_q_prior.numpy(), dist.log_prob(tf.identity(t.zp)).numpy(), rtol=1e-4
+  )
   np.testing.assert_allclose(t.f2_real.numpy(), mdl.f2(t.xp, t.zp).numpy(), rtol=1e-6)
   want = t.f1_real - t.log_px_given_zq + t.f2_real - t.log_q_prior
   np.testing.assert_allclose(mdl.generator_loss(t).numpy(), want.numpy(), rtol=1e-6)
@@ -101,9 +106,11 @@ def test_fake_pairs_use_independent_partners():
   x = _x()
   t = mdl.terms(x, SEED, "discriminator", training=False)
   np.testing.assert_allclose(
-      t.f1_fake.numpy(), mdl.f1(model_lib.pair_swap(t.xp), t.zp).numpy(), rtol=1e-6)
+    t.f1_fake.numpy(), mdl.f1(model_lib.pair_swap(t.xp), t.zp).numpy(), rtol=1e-6
+  )
   np.testing.assert_allclose(
-      t.f2_fake.numpy(), mdl.f2(x, model_lib.pair_swap(t.zq)).numpy(), rtol=1e-6)
+    t.f2_fake.numpy(), mdl.f2(x, model_lib.pair_swap(t.zq)).numpy(), rtol=1e-6
+  )
 
 
 def test_sample_reconstruct_and_reconstruction_errors():
@@ -114,9 +121,10 @@ def test_sample_reconstruct_and_reconstruction_errors():
   assert np.all((images.numpy() >= 0) & (images.numpy() <= 1))
   recon = mdl.reconstruct(x)
   recon_x, recon_z = mdl.reconstruction_errors(x, SEED)
-  np.testing.assert_allclose(recon_x.numpy(), np.mean((x.numpy() - recon.numpy()) ** 2,
-                                                      axis=(1, 2, 3)), rtol=1e-6)
+  np.testing.assert_allclose(
+    recon_x.numpy(), np.mean((x.numpy() - recon.numpy()) ** 2, axis=(1, 2, 3)), rtol=1e-6
+  )
   xz, zz = mdl.sample(4, SEED)
   np.testing.assert_allclose(
-      recon_z.numpy(), np.mean((zz.numpy() - mdl.posterior_mean(xz).numpy()) ** 2, axis=1),
-      rtol=1e-5)
+    recon_z.numpy(), np.mean((zz.numpy() - mdl.posterior_mean(xz).numpy()) ** 2, axis=1), rtol=1e-5
+  )

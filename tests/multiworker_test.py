@@ -27,12 +27,18 @@ DEADLINE = 240  # seconds for the whole 2-worker run
 
 # Plain SGD: a loss-scaling error (per-worker instead of global batch) would show.
 RUN = TINY_MODEL + [
-    "model.objective = 'asvae'", "posterior.kind = 'gaussian'", "posterior.num_flows = 0",
-    "train.num_steps = 3",
-    "train.checkpoint_every = 0", "train.summary_every = 1", "train.validate_every = 0",
-    "train.image_every = 0", "generator/optimizer.name = 'sgd'",
-    "discriminator/optimizer.name = 'sgd'", "generator/optimizer.learning_rate = 0.05",
-    "discriminator/optimizer.learning_rate = 0.05",
+  "model.objective = 'asvae'",
+  "posterior.kind = 'gaussian'",
+  "posterior.num_flows = 0",
+  "train.num_steps = 3",
+  "train.checkpoint_every = 0",
+  "train.summary_every = 1",
+  "train.validate_every = 0",
+  "train.image_every = 0",
+  "generator/optimizer.name = 'sgd'",
+  "discriminator/optimizer.name = 'sgd'",
+  "generator/optimizer.learning_rate = 0.05",
+  "discriminator/optimizer.learning_rate = 0.05",
 ]
 
 
@@ -48,17 +54,26 @@ def _free_ports(n):
 
 
 def _start_worker(index, ports, model_dir, log_path):
-  tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-               "task": {"type": "worker", "index": index}}
-  env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), CUDA_VISIBLE_DEVICES="-1",
-             TF_CPP_MIN_LOG_LEVEL="2")
+  tf_config = {
+    "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+    "task": {"type": "worker", "index": index},
+  }
+  env = dict(
+    os.environ, TF_CONFIG=json.dumps(tf_config), CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2"
+  )
   env.pop(train_lib.KILL_ENV, None)
-  args = ([sys.executable, TRAIN_PY, f"--gin_file={MNIST_GIN}", f"--model_dir={model_dir}",
-           "--strategy=multi_worker"] + [f"--gin_param={b}" for b in RUN])
+  args = [
+    sys.executable,
+    TRAIN_PY,
+    f"--gin_file={MNIST_GIN}",
+    f"--model_dir={model_dir}",
+    "--strategy=multi_worker",
+  ] + [f"--gin_param={b}" for b in RUN]
   log = open(log_path, "w")
   try:
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # own process group
+    return subprocess.Popen(
+      args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )  # own process group
   finally:
     log.close()
 
@@ -83,8 +98,11 @@ def _wait_all(procs, deadline):
 
 def _state(path):
   reader = tf.train.load_checkpoint(path)
-  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-          if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+  return {
+    k: reader.get_tensor(k)
+    for k in reader.get_variable_to_shape_map()
+    if k != "_CHECKPOINTABLE_OBJECT_GRAPH"
+  }
 
 
 def _digest(log_path):

@@ -22,8 +22,7 @@ def test_mlp_encoder_decoder_shapes_and_xavier_init():
 
 
 def test_joint_discriminator_logits_and_dropout():
-  d = networks.joint_discriminator(x_units=(6,), z_units=(5,), joint_units=(4,),
-                                   dropout_rate=0.5)
+  d = networks.joint_discriminator(x_units=(6,), z_units=(5,), joint_units=(4,), dropout_rate=0.5)
   x = tf.random.stateless_uniform([8, 3, 3, 1], [1, 2])
   z = tf.random.stateless_normal([8, 2], [3, 4])
   eval_logits = d(x, z)
@@ -42,14 +41,17 @@ def test_joint_discriminator_logits_and_dropout():
 
 def test_every_weight_is_in_a_tf_checkpoint(tmp_path):
   # Keras 3 list attributes are invisible to tf.train.Checkpoint: guard against them.
-  layers = [networks.mlp_encoder(hidden_units=(5, 4)),
-            networks.mlp_decoder(output_shape=(2, 2, 1), hidden_units=(3, 3)),
-            networks.joint_discriminator(x_units=(3, 2), z_units=(2,), joint_units=(2, 2))]
+  layers = [
+    networks.mlp_encoder(hidden_units=(5, 4)),
+    networks.mlp_decoder(output_shape=(2, 2, 1), hidden_units=(3, 3)),
+    networks.joint_discriminator(x_units=(3, 2), z_units=(2,), joint_units=(2, 2)),
+  ]
   layers[0](tf.zeros([2, 2, 2, 1]))
   layers[1](tf.zeros([2, 3]))
   layers[2](tf.zeros([2, 2, 2, 1]), tf.zeros([2, 3]))
   for i, layer in enumerate(layers):
     path = tf.train.Checkpoint(net=layer).save(str(tmp_path / f"c{i}"))
-    saved = [k for k in tf.train.load_checkpoint(path).get_variable_to_shape_map()
-             if k.startswith("net/")]
+    saved = [
+      k for k in tf.train.load_checkpoint(path).get_variable_to_shape_map() if k.startswith("net/")
+    ]
     assert len(saved) == len(layer.weights) > 0

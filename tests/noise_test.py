@@ -22,8 +22,12 @@ def test_replicas_get_their_rows_of_the_global_draw():
   @tf.function
   def run():
     def fn():
-      return (noise.normal([3, 2], seed), noise.uniform([3, 2], seed),
-              noise.dropout(tf.ones([3, 4]), 0.5, seed))
+      return (
+        noise.normal([3, 2], seed),
+        noise.uniform([3, 2], seed),
+        noise.dropout(tf.ones([3, 4]), 0.5, seed),
+      )
+
     return strategy.run(fn)
 
   normal, uniform, dropped = run()

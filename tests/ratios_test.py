@@ -53,8 +53,11 @@ def test_explicit_part_is_log_q_minus_log_p_float64(kind):
   zp = tf.random.stateless_normal([4, 3], [8, 8], dtype=tf.float64)
   log_q_zp = mdl.posterior_log_prob(x, zp)
   np.testing.assert_allclose(
-      mdl.f1_logit(x, zp, log_q_zp).numpy(),
-      log_q_zp.numpy() - stats.norm.logpdf(zp.numpy()).sum(-1), rtol=0, atol=1e-9)
+    mdl.f1_logit(x, zp, log_q_zp).numpy(),
+    log_q_zp.numpy() - stats.norm.logpdf(zp.numpy()).sum(-1),
+    rtol=0,
+    atol=1e-9,
+  )
 
 
 def _generator_grads(mdl, x, seed):
@@ -68,8 +71,7 @@ def test_first_half_of_eq11_has_the_elbo_gradient_float64(inputs, zero):
   """AS-VAE-r with an explicit f1: an x-only residual (any weights) or an (x, z) residual
   at zero gives eq. (11)'s first half the negative ELBO's gradient in theta and phi."""
   vae = _model("vae", dtype="float64")
-  r = _model("asvae_r", dtype="float64", ratio_estimator="explicit",
-             f1_residual_inputs=inputs)
+  r = _model("asvae_r", dtype="float64", ratio_estimator="explicit", f1_residual_inputs=inputs)
   for a, b in zip(r.generator_variables, vae.generator_variables):
     a.assign(b)
   if zero:
@@ -95,8 +97,10 @@ def test_xz_residual_z_gradient_reaches_the_encoder():
   for a, b in zip(r.generator_variables, vae.generator_variables):
     a.assign(b)
   x = _x(dtype=tf.float64)
-  diff = [float(tf.reduce_max(tf.abs(a - b))) for a, b in
-          zip(_generator_grads(r, x, SEED), _generator_grads(vae, x, SEED))]
+  diff = [
+    float(tf.reduce_max(tf.abs(a - b)))
+    for a, b in zip(_generator_grads(r, x, SEED), _generator_grads(vae, x, SEED))
+  ]
   assert max(diff) > 1e-6
 
 
@@ -112,8 +116,12 @@ def _linear_gaussian_pairs(rng, n):
   xp = 1.5 * zp2 + rng.normal(size=n)
 
   def f1_star(a, c):
-    return (stats.norm.logpdf(c, 0.4 * a, 0.5) + stats.norm.logpdf(a, 0, 2.0)
-            - stats.norm.logpdf(a, 0, math.sqrt(3.25)) - stats.norm.logpdf(c))
+    return (
+      stats.norm.logpdf(c, 0.4 * a, 0.5)
+      + stats.norm.logpdf(a, 0, 2.0)
+      - stats.norm.logpdf(a, 0, math.sqrt(3.25))
+      - stats.norm.logpdf(c)
+    )
 
   def explicit(a, c):
     return stats.norm.logpdf(c, 0.4 * a, 0.5) - stats.norm.logpdf(c)
@@ -124,8 +132,14 @@ def _linear_gaussian_pairs(rng, n):
 def _fit_eq5(net_inputs, offset_fn, real, fake, steps=1500):
   """Trains logit = offset + MLP(inputs) by eq. (5); returns the logit function."""
   width = len(net_inputs(real[0][:1], real[1][:1]))
-  mlp = keras.Sequential([keras.Input((width,)), keras.layers.Dense(32, activation="tanh"),
-                          keras.layers.Dense(32, activation="tanh"), keras.layers.Dense(1)])
+  mlp = keras.Sequential(
+    [
+      keras.Input((width,)),
+      keras.layers.Dense(32, activation="tanh"),
+      keras.layers.Dense(32, activation="tanh"),
+      keras.layers.Dense(1),
+    ]
+  )
   opt = keras.optimizers.Adam(3e-3)
 
   def logit(a, c):
@@ -133,8 +147,10 @@ def _fit_eq5(net_inputs, offset_fn, real, fake, steps=1500):
     return tf.constant(offset_fn(a, c), tf.float32) + tf.squeeze(mlp(inp), -1)
 
   def prepared(pairs):
-    return (tf.constant(np.stack(net_inputs(*pairs), -1), tf.float32),
-            tf.constant(offset_fn(*pairs), tf.float32))
+    return (
+      tf.constant(np.stack(net_inputs(*pairs), -1), tf.float32),
+      tf.constant(offset_fn(*pairs), tf.float32),
+    )
 
   (real_in, real_off), (fake_in, fake_off) = prepared(real), prepared(fake)
 
@@ -167,8 +183,10 @@ def test_explicit_f1_approaches_the_optimum_on_a_linear_gaussian_model():
   joint_logit = _fit_eq5(lambda a, c: [a / 2.0, c], lambda a, c: np.zeros_like(a), real, fake)
   rms = lambda f: float(np.sqrt(np.mean((f(held_x, held_z).numpy() - target) ** 2)))  # noqa: E731
   rms_explicit, rms_joint = rms(exp_logit), rms(joint_logit)
-  print(f"f1 RMS error on held-out pairs: explicit {rms_explicit:.3f}, joint {rms_joint:.3f} "
-        f"(f1* spread {target.std():.2f})")
+  print(
+    f"f1 RMS error on held-out pairs: explicit {rms_explicit:.3f}, joint {rms_joint:.3f} "
+    f"(f1* spread {target.std():.2f})"
+  )
   assert rms_explicit < 0.25
   assert rms_explicit < rms_joint
 
@@ -179,7 +197,7 @@ def test_path_only_moves_upstream_but_not_the_function_weights():
   u = tf.constant([[1.0, -1.0]], tf.float64)
   with tf.GradientTape(persistent=True) as tape:
     x = theta * u
-    y = ratios.path_only(lambda a: w * tf.reduce_sum(a ** 2, axis=1), x)
+    y = ratios.path_only(lambda a: w * tf.reduce_sum(a**2, axis=1), x)
   np.testing.assert_allclose(y.numpy(), [3.0 * 8.0])
   # d/dtheta of w * sum((theta u)^2) with w fixed: 2 w theta sum(u^2) = 24.
   np.testing.assert_allclose(tape.gradient(y, theta).numpy(), 24.0)
@@ -190,8 +208,7 @@ def test_r1_norm_of_a_linear_function():
   a = tf.constant([[1.0, 2.0], [3.0, 4.0]], tf.float64)
   c = tf.constant([[0.5], [1.5]], tf.float64)
   w1, w2 = tf.constant([[2.0], [-1.0]], tf.float64), tf.constant([[3.0]], tf.float64)
-  y, sq = ratios.logit_and_input_grad_sq(
-      lambda p, q: tf.squeeze(p @ w1 + (q ** 2) @ w2, -1), [a, c])
+  y, sq = ratios.logit_and_input_grad_sq(lambda p, q: tf.squeeze(p @ w1 + (q**2) @ w2, -1), [a, c])
   np.testing.assert_allclose(y.numpy(), [0.0 + 0.75, 2.0 + 6.75])
   # ||(2, -1)||^2 + (3 * 2 q)^2
   np.testing.assert_allclose(sq.numpy(), [5.0 + 9.0, 5.0 + 81.0])
@@ -215,8 +232,10 @@ def test_log_marginal_estimate_is_the_iwae_bound():
 def test_linear_straight_through_gradient_does_not_vanish_when_saturated():
   logits = tf.constant([-40.0, -8.0, 0.0, 8.0, 40.0], tf.float32)[None, :, None, None]
   u = tf.fill(tf.shape(logits), 0.3)
-  for reparam, saturated_grad in (("straight_through", 0.0),
-                                  ("straight_through_linear", 1 / (4 * 0.5))):
+  for reparam, saturated_grad in (
+    ("straight_through", 0.0),
+    ("straight_through_linear", 1 / (4 * 0.5)),
+  ):
     head = heads.BernoulliLikelihood(reparam, temperature=0.5)
     with tf.GradientTape() as tape:
       tape.watch(logits)
@@ -237,9 +256,11 @@ def test_explicit_f2_terms_and_gradient_routing():
     assert getattr(d, f).shape == (4,), f
   assert d.f2_fake is None
   # eq. (6) on the marginals + eq. (5) + R1.
-  want = (losses.discriminator_eq5(d.f1_real, d.f1_fake)
-          + losses.discriminator_eq6_marginals(d.f2x_real, d.f2x_fake, d.f2z_real, d.f2z_fake)
-          + 0.5 * d.r1)
+  want = (
+    losses.discriminator_eq5(d.f1_real, d.f1_fake)
+    + losses.discriminator_eq6_marginals(d.f2x_real, d.f2x_fake, d.f2z_real, d.f2z_fake)
+    + 0.5 * d.r1
+  )
   np.testing.assert_allclose(mdl.discriminator_loss(d).numpy(), want.numpy(), rtol=1e-6)
   # The discriminator loss moves psi only; the generator loss moves theta, phi only.
   with tf.GradientTape(persistent=True) as tape:
@@ -251,48 +272,58 @@ def test_explicit_f2_terms_and_gradient_routing():
 
 
 def test_adversarial_weight_scales_only_the_learned_terms():
-  mdl = _model("asvae", ratio_estimator="explicit", generator_pass_dropout=False,
-               f2_decoder_gradient="exact")
+  mdl = _model(
+    "asvae", ratio_estimator="explicit", generator_pass_dropout=False, f2_decoder_gradient="exact"
+  )
   x = _x()
   t0 = mdl.terms(x, SEED, "generator", adversarial_weight=0.0)
   t1 = mdl.terms(x, SEED, "generator", adversarial_weight=1.0)
   np.testing.assert_allclose(t0.f1_real.numpy(), (t0.log_qzq - t0.log_pzq).numpy(), rtol=1e-6)
   np.testing.assert_allclose(t0.f2_real.numpy(), t0.f2_explicit.numpy(), rtol=1e-6)
   residual = mdl.f2_residual(t1.xp, t1.zp)
-  np.testing.assert_allclose(t1.f2_real.numpy(), (t1.f2_explicit + residual).numpy(),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    t1.f2_real.numpy(), (t1.f2_explicit + residual).numpy(), rtol=1e-5, atol=1e-5
+  )
   joint = _model("asvae", generator_pass_dropout=False)
   assert not np.any(joint.terms(x, SEED, "generator", adversarial_weight=0.0).f1_real.numpy())
 
 
-@pytest.mark.parametrize("kw,needle", [
+@pytest.mark.parametrize(
+  "kw,needle",
+  [
     (dict(ratio_estimator="exact"), "model.ratio_estimator"),
     (dict(f2_estimator="mine"), "model.f2_estimator"),
     (dict(f1_residual_inputs="z"), "model.f1_residual_inputs"),
     (dict(f2_marginal_samples=0), "model.f2_marginal_samples"),
     (dict(r1_gamma=-1.0), "model.r1_gamma"),
     (dict(f2_decoder_gradient="none"), "model.f2_decoder_gradient"),
-    (dict(f2_decoder_gradient="marginal"), "needs an explicit f2")])
+    (dict(f2_decoder_gradient="marginal"), "needs an explicit f2"),
+  ],
+)
 def test_bad_estimator_settings_are_clear_errors(kw, needle):
   with pytest.raises(ratios.SettingError, match=needle):
     _model("asvae", **kw)
 
 
-@pytest.mark.parametrize("mode,decoder_moved_by_sleep", [
-    ("exact", True), ("marginal", False), ("marginal_infomax", True)])
+@pytest.mark.parametrize(
+  "mode,decoder_moved_by_sleep", [("exact", True), ("marginal", False), ("marginal_infomax", True)]
+)
 def test_decoder_gradient_modes_route_the_sleep_term(mode, decoder_moved_by_sleep):
   """'marginal': the sleep term -log q(z|x') trains phi only, so theta's gradient of the
   AS-VAE-g loss is f2's; the other modes also move theta through the sleep term."""
-  mdl = _model("asvae_g", ratio_estimator="explicit", f2_decoder_gradient=mode,
-               generator_pass_dropout=False)
+  mdl = _model(
+    "asvae_g", ratio_estimator="explicit", f2_decoder_gradient=mode, generator_pass_dropout=False
+  )
   x = _x()
   with tf.GradientTape(persistent=True) as tape:
     t = mdl.terms(x, SEED, "generator", training=False)
     loss = tf.reduce_sum(mdl.generator_loss(t))
     f2 = tf.reduce_sum(t.f2_real)
   dec = mdl.decoder.trainable_variables
-  diff = max(float(tf.reduce_max(tf.abs(a - b)))
-             for a, b in zip(tape.gradient(loss, dec), tape.gradient(f2, dec)))
+  diff = max(
+    float(tf.reduce_max(tf.abs(a - b)))
+    for a, b in zip(tape.gradient(loss, dec), tape.gradient(f2, dec))
+  )
   assert (diff > 1e-6) == decoder_moved_by_sleep, diff
   # phi always learns from the sleep term.
   assert all(g is not None for g in tape.gradient(loss, mdl.encoder.trainable_variables))

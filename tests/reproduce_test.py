@@ -24,9 +24,21 @@ def test_every_paper_row_names_an_existing_gin_file():
 
 
 def test_table1_quick_cli(tmp_path):
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "reproduce.py"),
-                        "--table=1", "--quick", "--models=vae", f"--work_dir={tmp_path}"],
-                       capture_output=True, text=True, env=_env(), timeout=400, check=False)
+  out = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "reproduce.py"),
+      "--table=1",
+      "--quick",
+      "--models=vae",
+      f"--work_dir={tmp_path}",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=400,
+    check=False,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   saved = json.load(open(tmp_path / "table1.json"))
   m = saved["results"]["vae"]
@@ -40,9 +52,21 @@ def test_table1_quick_cli(tmp_path):
 
 
 def test_table2_quick_cli_on_32x32_conv_model(tmp_path):
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "reproduce.py"),
-                        "--table=2", "--quick", "--models=asvae", f"--work_dir={tmp_path}"],
-                       capture_output=True, text=True, env=_env(), timeout=400, check=False)
+  out = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "reproduce.py"),
+      "--table=2",
+      "--quick",
+      "--models=asvae",
+      f"--work_dir={tmp_path}",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=400,
+    check=False,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "| AS-VAE | 3.32 |" in out.stdout
   m = json.load(open(tmp_path / "table2.json"))["results"]["asvae"]
@@ -51,13 +75,23 @@ def test_table2_quick_cli_on_32x32_conv_model(tmp_path):
 
 
 def test_comparison_table_puts_paper_beside_ours():
-  m = dict(neg_elbo_bits_per_dim=3.5, iwae_bits_per_dim=3.4, rmse=4.0, inception_score=5.0,
-           fid=30.0, step=100, train_seconds=60.0, eval_seconds=30.0)
+  m = dict(
+    neg_elbo_bits_per_dim=3.5,
+    iwae_bits_per_dim=3.4,
+    rmse=4.0,
+    inception_score=5.0,
+    fid=30.0,
+    step=100,
+    train_seconds=60.0,
+    eval_seconds=30.0,
+  )
   text = experiments.format_comparison(2, {"asvae": m, "asvae_g": dict(m, fid=None)})
   rows = text.splitlines()
   assert rows[0].startswith("Table 2")
-  assert rows[4] == ("| AS-VAE | 3.32 | 3.500 | - | 3.400 | 3.36 | 4.00 | 6.34 | 5.00 | - | 30.00 "
-                     "| 100 | 1.0 + 0.5 |")
+  assert rows[4] == (
+    "| AS-VAE | 3.32 | 3.500 | - | 3.400 | 3.36 | 4.00 | 6.34 | 5.00 | - | 30.00 "
+    "| 100 | 1.0 + 0.5 |"
+  )
   assert rows[5].startswith("| AS-VAE-g | 93.12 | 3.500 |") and "| - | - | 100 |" in rows[5]
 
 
@@ -66,7 +100,18 @@ def test_bad_table_and_rows_are_clear_errors(tmp_path):
     experiments.reproduce(4, str(tmp_path))
   with pytest.raises(config.ConfigError, match="no rows"):
     experiments.reproduce(2, str(tmp_path), models=["vae"])
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "reproduce.py"),
-                        "--table=3", "--models=nope", f"--work_dir={tmp_path}"],
-                       capture_output=True, text=True, env=_env(), timeout=120, check=False)
+  out = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "reproduce.py"),
+      "--table=3",
+      "--models=nope",
+      f"--work_dir={tmp_path}",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=120,
+    check=False,
+  )
   assert out.returncode == 2 and "no rows" in out.stderr and "Traceback" not in out.stderr

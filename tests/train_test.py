@@ -18,10 +18,10 @@ MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
 GIN_FILES = sorted(glob.glob(os.path.join(ROOT, "gin", "*.gin")))
 
 TINY = TINY_MODEL + [
-    "train.summary_every = 1",
-    "train.validate_every = 2",
-    "train.image_every = 2",
-    "train.checkpoint_every = 2",
+  "train.summary_every = 1",
+  "train.validate_every = 2",
+  "train.image_every = 2",
+  "train.checkpoint_every = 2",
 ]
 
 
@@ -37,10 +37,14 @@ def _train(model_dir, extra=(), gin_file=MNIST_GIN):
 def _weights(model_dir):
   """Variables of the latest checkpoint of model_dir (or of a checkpoint prefix)."""
   path = str(model_dir)
-  reader = tf.train.load_checkpoint(path if os.path.basename(path).startswith("ckpt-")
-                                    else os.path.join(path, "checkpoints"))
-  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-          if "/.ATTRIBUTES/VARIABLE_VALUE" in k}
+  reader = tf.train.load_checkpoint(
+    path if os.path.basename(path).startswith("ckpt-") else os.path.join(path, "checkpoints")
+  )
+  return {
+    k: reader.get_tensor(k)
+    for k in reader.get_variable_to_shape_map()
+    if "/.ATTRIBUTES/VARIABLE_VALUE" in k
+  }
 
 
 @pytest.mark.parametrize("objective", ["vae", "asvae_r", "asvae_g", "asvae"])
@@ -57,14 +61,21 @@ def test_two_step_smoke_run_per_objective(tmp_path, objective):
   for path in glob.glob(str(tmp_path / "summaries" / "train" / "events.*")):
     for event in tf.compat.v1.train.summary_iterator(path):
       tags.update(v.tag for v in event.summary.value)
-  assert {"samples", "reconstructions", "loss/generator", "speed/images_per_second",
-          "learning_rate/generator"} <= tags, tags
+  assert {
+    "samples",
+    "reconstructions",
+    "loss/generator",
+    "speed/images_per_second",
+    "learning_rate/generator",
+  } <= tags, tags
   assert ("discriminator/eq5_accuracy" in tags) == (objective in ("asvae_r", "asvae"))
   # gin/mnist.gin's explicit f2 trains D (x) and h (z) on the marginals of eq. (6).
   assert ("discriminator/eq6_x_accuracy" in tags) == (objective in ("asvae_g", "asvae"))
   # Discriminator weights are trained and saved exactly when the objective has them.
   weights = _weights(tmp_path)
-  assert any(k.startswith("discriminator_optimizer/_trainable_variables/") for k in weights) == (objective != "vae")
+  assert any(k.startswith("discriminator_optimizer/_trainable_variables/") for k in weights) == (
+    objective != "vae"
+  )
   best = tf.train.load_checkpoint(str(tmp_path / "best"))
   assert any(k.startswith("model/encoder/") for k in best.get_variable_to_shape_map())
 
@@ -72,9 +83,15 @@ def test_two_step_smoke_run_per_objective(tmp_path, objective):
 def test_early_stopping_stops_and_stays_stopped(tmp_path):
   # With zero learning rates the validation metric can never improve after the first
   # validation: patience 1 stops at the second one and checkpoints there.
-  frozen = ["model.objective = 'vae'", "train.strategy = 'default'", "train.num_steps = 10",
-            "train.validate_every = 1", "train.checkpoint_every = 0",
-            "train.early_stopping_patience = 1", "generator/optimizer.learning_rate = 0.0"]
+  frozen = [
+    "model.objective = 'vae'",
+    "train.strategy = 'default'",
+    "train.num_steps = 10",
+    "train.validate_every = 1",
+    "train.checkpoint_every = 0",
+    "train.early_stopping_patience = 1",
+    "generator/optimizer.learning_rate = 0.0",
+  ]
   result = _train(tmp_path, frozen)
   assert result["step"] == 2
   assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
@@ -84,8 +101,10 @@ def test_early_stopping_stops_and_stays_stopped(tmp_path):
 
 def test_xla_steps_under_mirrored_strategy(tmp_path):
   # XLA compiles the per-replica loss/gradient function (not strategy.run itself).
-  result = _train(tmp_path, ["model.objective = 'asvae'", "train.strategy = 'mirrored'",
-                             "train.jit_compile = True"])
+  result = _train(
+    tmp_path,
+    ["model.objective = 'asvae'", "train.strategy = 'mirrored'", "train.jit_compile = True"],
+  )
   assert result["step"] == 2
   assert all(np.isfinite(v) for v in result["train"].values())
 
@@ -93,13 +112,26 @@ def test_xla_steps_under_mirrored_strategy(tmp_path):
 def test_loss_goes_down_on_real_digits(tmp_path):
   if not os.path.isdir(MNIST_DIR):
     pytest.skip(f"no real MNIST at {MNIST_DIR}")
-  _train(tmp_path, [
-      f"dataset.local_dir = '{MNIST_DIR}'", "dataset.name = 'mnist'",
-      "model.objective = 'vae'", "posterior.kind = 'gaussian'", "posterior.num_flows = 0",
-      "mlp_encoder.hidden_units = (64,)", "mlp_decoder.hidden_units = (64,)",
-      "train.batch_size = 50", "train.num_steps = 150", "train.validate_every = 50",
-      "train.summary_every = 50", "train.checkpoint_every = 0", "train.image_every = 0",
-      "generator/optimizer.learning_rate = 1e-3", "train.strategy = 'default'"])
+  _train(
+    tmp_path,
+    [
+      f"dataset.local_dir = '{MNIST_DIR}'",
+      "dataset.name = 'mnist'",
+      "model.objective = 'vae'",
+      "posterior.kind = 'gaussian'",
+      "posterior.num_flows = 0",
+      "mlp_encoder.hidden_units = (64,)",
+      "mlp_decoder.hidden_units = (64,)",
+      "train.batch_size = 50",
+      "train.num_steps = 150",
+      "train.validate_every = 50",
+      "train.summary_every = 50",
+      "train.checkpoint_every = 0",
+      "train.image_every = 0",
+      "generator/optimizer.learning_rate = 1e-3",
+      "train.strategy = 'default'",
+    ],
+  )
   values = []
   for path in sorted(glob.glob(str(tmp_path / "summaries" / "validation" / "events.*"))):
     for event in tf.compat.v1.train.summary_iterator(path):
@@ -116,10 +148,15 @@ def test_loss_goes_down_on_real_digits(tmp_path):
 def test_two_replicas_give_the_same_update_as_one_device(tmp_path):
   # Plain SGD: its update is proportional to the gradient, so a loss-scaling error
   # (per-replica instead of global batch) would show; Adam would normalise it away.
-  common = ["model.objective = 'asvae'", "posterior.kind = 'planar'",
-            "train.checkpoint_every = 0", "generator/optimizer.name = 'sgd'",
-            "discriminator/optimizer.name = 'sgd'", "generator/optimizer.learning_rate = 0.05",
-            "discriminator/optimizer.learning_rate = 0.05"]
+  common = [
+    "model.objective = 'asvae'",
+    "posterior.kind = 'planar'",
+    "train.checkpoint_every = 0",
+    "generator/optimizer.name = 'sgd'",
+    "discriminator/optimizer.name = 'sgd'",
+    "generator/optimizer.learning_rate = 0.05",
+    "discriminator/optimizer.learning_rate = 0.05",
+  ]
   _train(tmp_path / "one", common + ["train.strategy = 'default'"])
   _train(tmp_path / "two", common + ["train.strategy = 'mirrored'"])
   one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
@@ -134,11 +171,20 @@ def test_two_replicas_give_the_same_update_as_one_device(tmp_path):
   # A wrong loss scale changes the update: 2 replicas averaging per-replica losses
   # by their own batch would double every SGD step.
   doubled = tmp_path / "doubled"
-  _train(doubled, common + ["train.strategy = 'default'",
-                            "generator/optimizer.learning_rate = 0.1",
-                            "discriminator/optimizer.learning_rate = 0.1"])
-  assert any(not np.allclose(_weights(doubled)[k], one[k], rtol=1e-5, atol=1e-6)
-             for k in one if "_trainable_variables/" in k)
+  _train(
+    doubled,
+    common
+    + [
+      "train.strategy = 'default'",
+      "generator/optimizer.learning_rate = 0.1",
+      "discriminator/optimizer.learning_rate = 0.1",
+    ],
+  )
+  assert any(
+    not np.allclose(_weights(doubled)[k], one[k], rtol=1e-5, atol=1e-6)
+    for k in one
+    if "_trainable_variables/" in k
+  )
   start = _weights(tmp_path / "one" / "checkpoints" / "ckpt-0")
   # (Each variable is saved once, under its first path: the optimizer's reference.)
   params = [k for k in one if "_trainable_variables/" in k]
@@ -150,14 +196,21 @@ def test_two_replicas_give_the_same_update_as_one_device(tmp_path):
 
 def _cli(args, cwd=ROOT):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train.py")] + args,
-                        cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "tools", "train.py")] + args,
+    cwd=cwd,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def _cli_args(model_dir, num_steps):
-  return ([f"--gin_file={MNIST_GIN}", f"--model_dir={model_dir}", "--strategy=default"]
-          + [f"--gin_param={b}" for b in TINY + [f"train.num_steps = {num_steps}",
-                                                 "train.checkpoint_every = 2"]])
+  return [f"--gin_file={MNIST_GIN}", f"--model_dir={model_dir}", "--strategy=default"] + [
+    f"--gin_param={b}"
+    for b in TINY + [f"train.num_steps = {num_steps}", "train.checkpoint_every = 2"]
+  ]
 
 
 def test_resume_in_new_process_is_bit_identical(tmp_path):
@@ -177,11 +230,20 @@ def test_resume_in_new_process_is_bit_identical(tmp_path):
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-@pytest.mark.parametrize("args,needle", [
+@pytest.mark.parametrize(
+  "args,needle",
+  [
     (["--gin_file=does/not/exist.gin"], "gin file not found"),
-    ([f"--gin_file={MNIST_GIN}", "--gin_param=dataset.name = 'synthetic'",
-      "--gin_param=train.seed = -1"], "train.seed"),
-])  # more bad-input cases: tests/fault_test.py (in-process and through tools/train.py)
+    (
+      [
+        f"--gin_file={MNIST_GIN}",
+        "--gin_param=dataset.name = 'synthetic'",
+        "--gin_param=train.seed = -1",
+      ],
+      "train.seed",
+    ),
+  ],
+)  # more bad-input cases: tests/fault_test.py (in-process and through tools/train.py)
 def test_cli_bad_config_exits_2_with_one_line(tmp_path, args, needle):
   r = _cli(args + [f"--model_dir={tmp_path / 'm'}"])
   assert r.returncode == 2, r.stderr[-2000:]
@@ -193,6 +255,7 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path, args, needle):
 @pytest.mark.parametrize("gin_file", GIN_FILES, ids=os.path.basename)
 def test_every_gin_file_parses_and_builds(gin_file):
   from asvae_tf import data, model as model_lib  # pylint: disable=g-import-not-at-top
+
   gin.clear_config()
   config.parse([gin_file], ["dataset.name = 'synthetic'", "dataset.synthetic_num_examples = 8"])
   try:
@@ -205,16 +268,32 @@ def test_every_gin_file_parses_and_builds(gin_file):
     gin.clear_config()
 
 
-@pytest.mark.parametrize("binding", [
-    "dataset.name = 'synthetic'", "dataset.local_dir = '/tmp'", "train.num_steps = 3",
-    "train.batch_size = 10", "train.seed = 1", "train.checkpoint_every = 5",
-    "train.summary_every = 5", "train.max_bad_steps = 5", "train.max_rollbacks = 1",
-    "train.rollback_lr_factor = 0.25", "train.inject_nan_at_steps = (3, 4)",
-    "train.inject_nan_passes = 1", "model.ratio_estimator = 'explicit'",
-    "model.f2_estimator = 'joint'", "model.f1_residual_inputs = 'xz'",
-    "model.f2_marginal_samples = 4", "model.generator_pass_dropout = False", "model.r1_gamma = 1.0",
-    "train.adversarial_warmup_steps = 100", "train.early_stopping_metric = 'elbo'",
-    "model.f2_decoder_gradient = 'marginal'"])
+@pytest.mark.parametrize(
+  "binding",
+  [
+    "dataset.name = 'synthetic'",
+    "dataset.local_dir = '/tmp'",
+    "train.num_steps = 3",
+    "train.batch_size = 10",
+    "train.seed = 1",
+    "train.checkpoint_every = 5",
+    "train.summary_every = 5",
+    "train.max_bad_steps = 5",
+    "train.max_rollbacks = 1",
+    "train.rollback_lr_factor = 0.25",
+    "train.inject_nan_at_steps = (3, 4)",
+    "train.inject_nan_passes = 1",
+    "model.ratio_estimator = 'explicit'",
+    "model.f2_estimator = 'joint'",
+    "model.f1_residual_inputs = 'xz'",
+    "model.f2_marginal_samples = 4",
+    "model.generator_pass_dropout = False",
+    "model.r1_gamma = 1.0",
+    "train.adversarial_warmup_steps = 100",
+    "train.early_stopping_metric = 'elbo'",
+    "model.f2_decoder_gradient = 'marginal'",
+  ],
+)
 def test_public_gin_names_are_bindable(binding):
   gin.clear_config()
   try:
@@ -227,14 +306,22 @@ def test_public_gin_names_are_bindable(binding):
 
 
 # Issue 12: the ratio-estimator settings, the warm-up and early stopping on the ELBO.
-EXPLICIT_RUN = ["model.ratio_estimator = 'explicit'", "model.f2_decoder_gradient = 'exact'",
-                "model.f1_residual_inputs = 'xz'",
-                "model.f2_marginal_samples = 2", "model.generator_pass_dropout = False",
-                "model.r1_gamma = 0.5", "discriminator/optimizer.beta_1 = 0.5",
-                "train.adversarial_warmup_steps = 3", "train.early_stopping_metric = 'elbo'",
-                "bernoulli_likelihood.reparameterization = 'straight_through_linear'",
-                "train.strategy = 'default'", "train.image_every = 0",
-                "posterior.kind = 'gaussian'", "posterior.num_flows = 0"]  # the planar flow: elsewhere
+EXPLICIT_RUN = [
+  "model.ratio_estimator = 'explicit'",
+  "model.f2_decoder_gradient = 'exact'",
+  "model.f1_residual_inputs = 'xz'",
+  "model.f2_marginal_samples = 2",
+  "model.generator_pass_dropout = False",
+  "model.r1_gamma = 0.5",
+  "discriminator/optimizer.beta_1 = 0.5",
+  "train.adversarial_warmup_steps = 3",
+  "train.early_stopping_metric = 'elbo'",
+  "bernoulli_likelihood.reparameterization = 'straight_through_linear'",
+  "train.strategy = 'default'",
+  "train.image_every = 0",
+  "posterior.kind = 'gaussian'",
+  "posterior.num_flows = 0",
+]  # the planar flow: elsewhere
 
 
 def test_explicit_estimator_resumes_bit_identically_and_logs_the_ratio_gap(tmp_path):
@@ -247,10 +334,15 @@ def test_explicit_estimator_resumes_bit_identically_and_logs_the_ratio_gap(tmp_p
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   train = result["train"]
-  np.testing.assert_allclose(train["ratio/gap"], train["ratio/f1_mean"] - train["ratio/kl_exact"],
-                             rtol=1e-5, atol=1e-5)
-  assert {"ratio/f2_mean", "ratio/f2_explicit", "discriminator/eq6_x_accuracy",
-          "discriminator/eq6_z_accuracy"} <= set(train)
+  np.testing.assert_allclose(
+    train["ratio/gap"], train["ratio/f1_mean"] - train["ratio/kl_exact"], rtol=1e-5, atol=1e-5
+  )
+  assert {
+    "ratio/f2_mean",
+    "ratio/f2_explicit",
+    "discriminator/eq6_x_accuracy",
+    "discriminator/eq6_z_accuracy",
+  } <= set(train)
   tags = set()
   for path in glob.glob(str(straight / "summaries" / "train" / "events.*")):
     for event in tf.compat.v1.train.summary_iterator(path):
@@ -270,12 +362,16 @@ def test_adversarial_warmup_weight_ramps_to_one():
   assert float(train_lib.adversarial_weight(tf.constant(0, tf.int64), 0)) == 1.0
 
 
-@pytest.mark.parametrize("binding,needle", [
+@pytest.mark.parametrize(
+  "binding,needle",
+  [
     ("model.ratio_estimator = 'exact'", "model.ratio_estimator"),
     ("model.r1_gamma = -1.0", "model.r1_gamma"),
     ("train.early_stopping_metric = 'fid'", "train.early_stopping_metric"),
     ("train.adversarial_warmup_steps = -5", "train.adversarial_warmup_steps"),
-    ("bernoulli_likelihood.reparameterization = 'linear'", "reparameterization")])
+    ("bernoulli_likelihood.reparameterization = 'linear'", "reparameterization"),
+  ],
+)
 def test_bad_estimator_config_is_a_config_error(tmp_path, binding, needle):
   with pytest.raises(config.ConfigError, match=needle):
     _train(tmp_path, ["train.strategy = 'default'", binding])

@@ -26,10 +26,12 @@ flags.DEFINE_string("model_dir", None, "Training model_dir (holds operative_conf
 flags.DEFINE_string("checkpoint", None, "'latest' (default), 'best', or a checkpoint prefix.")
 flags.DEFINE_multi_string("gin_file", [], "Extra gin file(s), after operative_config.gin.")
 flags.DEFINE_multi_string("gin_param", [], "Gin binding(s), applied last.")
-flags.DEFINE_string("inception_weights", None, "Local InceptionV3 weights file "
-                    "(sets evaluate.inception_weights).")
-flags.DEFINE_string("classifier_dir", None, "Output of tools/train_classifier.py "
-                    "(sets evaluate.classifier_dir).")
+flags.DEFINE_string(
+  "inception_weights", None, "Local InceptionV3 weights file (sets evaluate.inception_weights)."
+)
+flags.DEFINE_string(
+  "classifier_dir", None, "Output of tools/train_classifier.py (sets evaluate.classifier_dir)."
+)
 FLAGS = flags.FLAGS
 
 
@@ -40,12 +42,14 @@ def main(argv):
   from asvae_tf import config
   from asvae_tf import data
   from asvae_tf import evaluation
+
   if not FLAGS.model_dir:
     return cli.fail("--model_dir is required")
   operative = os.path.join(FLAGS.model_dir, "operative_config.gin")
   if not os.path.isfile(operative):
-    return cli.fail(f"no operative_config.gin in --model_dir={FLAGS.model_dir} "
-                    f"(is it a training model_dir?)")
+    return cli.fail(
+      f"no operative_config.gin in --model_dir={FLAGS.model_dir} (is it a training model_dir?)"
+    )
   params = list(FLAGS.gin_param)
   if FLAGS.inception_weights:
     params.append(f"evaluate.inception_weights = {json.dumps(FLAGS.inception_weights)}")

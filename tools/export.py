@@ -18,8 +18,9 @@ from absl import flags
 from absl import logging
 
 flags.DEFINE_string("model_dir", None, "Training model_dir (holds operative_config.gin).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint prefix; default: latest in "
-                    "model_dir/checkpoints.")
+flags.DEFINE_string(
+  "checkpoint", None, "Checkpoint prefix; default: latest in model_dir/checkpoints."
+)
 flags.DEFINE_string("export_dir", None, "SavedModel output directory (replaced).")
 FLAGS = flags.FLAGS
 
@@ -29,11 +30,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from asvae_tf import cli  # pylint: disable=g-import-not-at-top
   from asvae_tf import export_lib
+
   if not FLAGS.model_dir or not FLAGS.export_dir:
     return cli.fail("--model_dir and --export_dir are required")
   try:
-    export_dir, ckpt = export_lib.export_checkpoint(FLAGS.model_dir, FLAGS.export_dir,
-                                                    FLAGS.checkpoint)
+    export_dir, ckpt = export_lib.export_checkpoint(
+      FLAGS.model_dir, FLAGS.export_dir, FLAGS.checkpoint
+    )
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     return cli.fail(" ".join(str(e).split()))
   logging.info("exported %s to %s", ckpt, export_dir)

@@ -41,19 +41,22 @@ def main(argv):
   from asvae_tf import config
   from asvae_tf import data
   from asvae_tf import experiments
+
   if not FLAGS.table:
     return cli.fail("--table=1|2|3 is required")
   table = int(FLAGS.table)
   work_dir = FLAGS.work_dir or os.path.join(
-      "runs", f"reproduce_table{table}{'_quick' if FLAGS.quick else ''}")
+    "runs", f"reproduce_table{table}{'_quick' if FLAGS.quick else ''}"
+  )
   evals = list(FLAGS.eval_param)
   if FLAGS.inception_weights:
     evals.append(f"evaluate.inception_weights = {json.dumps(FLAGS.inception_weights)}")
   if FLAGS.classifier_dir:
     evals.append(f"evaluate.classifier_dir = {json.dumps(FLAGS.classifier_dir)}")
   try:
-    _, text = experiments.reproduce(table, work_dir, FLAGS.gin_param, evals,
-                                    models=FLAGS.models, quick=FLAGS.quick)
+    _, text = experiments.reproduce(
+      table, work_dir, FLAGS.gin_param, evals, models=FLAGS.models, quick=FLAGS.quick
+    )
   except (FileNotFoundError, ValueError, KeyError, data.DataError, config.ConfigError) as e:
     return cli.fail(" ".join(str(e).split()))
   print(text)

@@ -25,31 +25,36 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 flags.DEFINE_string("saved_model", None, "Exported SavedModel directory.")
-flags.DEFINE_string("model_dir", None, "Training model_dir (uses model_dir/saved_model and "
-                    "the dataset of its operative_config.gin).")
+flags.DEFINE_string(
+  "model_dir",
+  None,
+  "Training model_dir (uses model_dir/saved_model and the dataset of its operative_config.gin).",
+)
 flags.DEFINE_string("out_dir", None, "Where the PNGs go.")
 flags.DEFINE_integer("num", 64, "Number of samples.")
 flags.DEFINE_integer("seed", 0, "Seed of all randomness.")
 FLAGS = flags.FLAGS
 
-STEPS = 10          # images per interpolation strip
-PAIRS_PER_ROW = 4   # test/reconstruction pairs per grid row
+STEPS = 10  # images per interpolation strip
+PAIRS_PER_ROW = 4  # test/reconstruction pairs per grid row
 
 
 def grid(images, cols):
   """[n, H, W, C] float in [0, 1] -> uint8 [rows*H, cols*W, C] (unused cells black)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   n, h, w, c = images.shape
   rows = int(math.ceil(n / cols))
   out = np.zeros((rows * h, cols * w, c), np.float32)
   for i in range(n):
     r, q = divmod(i, cols)
-    out[r * h:(r + 1) * h, q * w:(q + 1) * w] = images[i]
+    out[r * h : (r + 1) * h, q * w : (q + 1) * w] = images[i]
   return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def write_png(array, path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   if array.shape[-1] == 1:
     Image.fromarray(array[..., 0], mode="L").save(path)
   elif array.shape[-1] == 3:
@@ -62,6 +67,7 @@ def _test_images(model_dir, n):
   """float32 [n, H, W, C] test images of model_dir's dataset, or None with a note."""
   import gin  # pylint: disable=g-import-not-at-top
   from asvae_tf import config, data
+
   gin.clear_config()
   try:
     config.parse([os.path.join(model_dir, "operative_config.gin")])
@@ -78,14 +84,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if bool(FLAGS.saved_model) == bool(FLAGS.model_dir) or not FLAGS.out_dir:
-    print("asvae_tf: error: give --out_dir and exactly one of --saved_model, --model_dir",
-          file=sys.stderr)
+    print(
+      "asvae_tf: error: give --out_dir and exactly one of --saved_model, --model_dir",
+      file=sys.stderr,
+    )
     return 2
   if FLAGS.num <= 0:
     print("asvae_tf: error: --num must be >= 1", file=sys.stderr)
     return 2
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf
+
   export_dir = FLAGS.saved_model or os.path.join(FLAGS.model_dir, "saved_model")
   m = tf.saved_model.load(export_dir)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
@@ -93,26 +102,31 @@ def main(argv):
 
   out = m.signatures["sample"](num_samples=tf.constant(FLAGS.num), seed=seed)
   samples = out["images"].numpy()
-  write_png(grid(samples, int(math.ceil(math.sqrt(FLAGS.num)))),
-            os.path.join(FLAGS.out_dir, "samples.png"))
+  write_png(
+    grid(samples, int(math.ceil(math.sqrt(FLAGS.num)))), os.path.join(FLAGS.out_dir, "samples.png")
+  )
 
   x = _test_images(FLAGS.model_dir, min(FLAGS.num, 32)) if FLAGS.model_dir else None
   if x is None:
     if not FLAGS.model_dir:
-      print("note: no data with --saved_model alone; skipping reconstructions, "
-            "interpolating between prior draws")
+      print(
+        "note: no data with --saved_model alone; skipping reconstructions, "
+        "interpolating between prior draws"
+      )
     ends = out["z"].numpy()
   else:
     rec = m.signatures["reconstruct"](images=tf.constant(x), seed=seed)["images"].numpy()
     pairs = np.stack([x, rec], axis=1).reshape((-1,) + x.shape[1:])
-    write_png(grid(pairs, 2 * min(PAIRS_PER_ROW, len(x))),
-              os.path.join(FLAGS.out_dir, "reconstructions.png"))
+    write_png(
+      grid(pairs, 2 * min(PAIRS_PER_ROW, len(x))),
+      os.path.join(FLAGS.out_dir, "reconstructions.png"),
+    )
     ends = m.signatures["encode"](images=tf.constant(x), seed=seed)["posterior_mean"].numpy()
   num_pairs = max(1, min(8, len(ends) // 2))
   if len(ends) < 2:
     ends = np.concatenate([ends, -ends])
   t = np.linspace(0.0, 1.0, STEPS, dtype=np.float32)[None, :, None]
-  a, b = ends[0:2 * num_pairs:2, None], ends[1:2 * num_pairs:2, None]
+  a, b = ends[0 : 2 * num_pairs : 2, None], ends[1 : 2 * num_pairs : 2, None]
   z = ((1.0 - t) * a + t * b).reshape(-1, ends.shape[-1])
   strips = m.signatures["decode"](z=tf.constant(z))["images"].numpy()
   write_png(grid(strips, STEPS), os.path.join(FLAGS.out_dir, "interpolations.png"))

@@ -22,10 +22,12 @@ from absl import logging
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config file(s), applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin binding(s), applied after the files.")
-flags.DEFINE_string("model_dir", None, "Output directory; default runs/<stem of the first "
-                    "--gin_file>.")
-flags.DEFINE_enum("strategy", None, ["mirrored", "default", "multi_worker"],
-                  "Overrides train.strategy.")
+flags.DEFINE_string(
+  "model_dir", None, "Output directory; default runs/<stem of the first --gin_file>."
+)
+flags.DEFINE_enum(
+  "strategy", None, ["mirrored", "default", "multi_worker"], "Overrides train.strategy."
+)
 FLAGS = flags.FLAGS
 
 
@@ -33,6 +35,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from asvae_tf import cli  # pylint: disable=g-import-not-at-top
+
   params = list(FLAGS.gin_param)
   if FLAGS.strategy:
     params.append(f"train.strategy = '{FLAGS.strategy}'")

@@ -34,16 +34,24 @@ def main(argv):
   from asvae_tf import cli  # pylint: disable=g-import-not-at-top
   from asvae_tf import data
   from asvae_tf import feature_nets
+
   if not FLAGS.data_dir:
     return cli.fail("--data_dir is required (e.g. --data_dir=../shared/data/mnist)")
   try:
-    meta = feature_nets.train_classifier(FLAGS.data_dir, FLAGS.output_dir, FLAGS.epochs,
-                                         FLAGS.batch_size, FLAGS.seed,
-                                         FLAGS.max_train_examples)
+    meta = feature_nets.train_classifier(
+      FLAGS.data_dir,
+      FLAGS.output_dir,
+      FLAGS.epochs,
+      FLAGS.batch_size,
+      FLAGS.seed,
+      FLAGS.max_train_examples,
+    )
   except (data.DataError, ValueError, OSError) as e:
     return cli.fail(" ".join(str(e).split()))
-  print(f"classifier ({meta['data']}, {meta['num_train']} training images): test accuracy "
-        f"{meta['test_accuracy']:.4f} on {meta['num_test']} images -> {FLAGS.output_dir}")
+  print(
+    f"classifier ({meta['data']}, {meta['num_train']} training images): test accuracy "
+    f"{meta['test_accuracy']:.4f} on {meta['num_test']} images -> {FLAGS.output_dir}"
+  )
   return 0
 
 
