@@ -9,8 +9,11 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(_HERE, "asvae_tf", "__init__.py")) as f:
   _VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 with open(os.path.join(_HERE, "requirements.txt")) as f:
+  # Test and lint tools are not runtime dependencies.
   _REQUIRES = [
-    l.strip() for l in f if l.strip() and not l.startswith("#") and not l.startswith("pytest")
+    line.strip()
+    for line in f
+    if line.strip() and not line.startswith(("#", "pytest", "ruff"))
   ]
 
 setup(
