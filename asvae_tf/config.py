@@ -12,9 +12,7 @@ import gin
 import keras
 import tensorflow as tf
 
-
-class ConfigError(ValueError):
-  """A bad configuration value (reported by the CLIs as one line, exit code 2)."""
+from asvae_tf.errors import ConfigError  # noqa: F401  (re-exported)
 
 
 class FusedAdam(keras.optimizers.Adam):

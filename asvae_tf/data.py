@@ -56,6 +56,8 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from asvae_tf.errors import DataError  # noqa: F401  (re-exported: data.DataError)
+
 DATASET_NAMES = ("mnist", "cifar10", "imagenet64", "synthetic")
 
 # TFDS builder and the (train, test) split names used for each dataset. The
@@ -112,10 +114,6 @@ _EXPECTED_LOCAL_FILES = {
     "one .npz with uint8 x_train / x_test (optional x_validation) of shape [N, 64, 64, 3]"
   ),
 }
-
-
-class DataError(ValueError):
-  """A data problem the user can fix; the message is one self-contained line."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -40,7 +40,7 @@ from asvae_tf import eval_lib
 from asvae_tf import export_lib
 from asvae_tf import feature_nets
 from asvae_tf import model as model_lib
-from asvae_tf import noise
+from asvae_tf import rng
 
 METRICS_FILE = "metrics.json"
 
@@ -83,7 +83,7 @@ def likelihood_bounds(
   iwae, elbo = [], []
   progress = _Progress(f"IWAE k={num_importance_samples}", len(images))
   for j, x in _batches(images, batch_size):
-    a, b = fn(tf.constant(x), noise.fold_in(seed, j))
+    a, b = fn(tf.constant(x), rng.fold_in(seed, j))
     iwae.append(a.numpy().astype(np.float64))
     elbo.append(b.numpy().astype(np.float64))
     progress.update(min((j + 1) * batch_size, len(images)))
@@ -110,7 +110,7 @@ def ratio_diagnostics(mdl, images, seed, batch_size=100):
   fn = tf.function(batch, autograph=False)
   kl, f1 = 0.0, 0.0
   for j, x in _batches(images, batch_size):
-    a, b = fn(tf.constant(x), noise.fold_in(seed, j))
+    a, b = fn(tf.constant(x), rng.fold_in(seed, j))
     kl, f1 = kl + float(a), f1 + float(b)
   out = {"kl_exact": kl / len(images)}
   if has_f1:
@@ -130,7 +130,7 @@ def generate(mdl, num, seed, batch_size=500):
   fn = tf.function(lambda n, s: tf.clip_by_value(mdl.sample(n, s)[0], 0.0, 1.0), autograph=False)
   out = []
   for j, start in enumerate(range(0, num, batch_size)):
-    out.append(fn(min(batch_size, num - start), noise.fold_in(seed, j)).numpy())
+    out.append(fn(min(batch_size, num - start), rng.fold_in(seed, j)).numpy())
   return np.concatenate(out)
 
 
@@ -253,7 +253,7 @@ def evaluate(
   logging.info(
     "evaluating %s (step %d) on %d %s images of %s", checkpoint, step, len(x), split, splits.name
   )
-  seeds = noise.split(tf.constant([seed, 7], tf.int32), 2)
+  seeds = rng.split(tf.constant([seed, 7], tf.int32), 2)
   metrics = dict(
     checkpoint=checkpoint,
     step=step,
@@ -285,7 +285,7 @@ def evaluate(
     for key, bpd_key in (("neg_elbo", "neg_elbo_bits_per_dim"), ("iwae_nll", "iwae_bits_per_dim")):
       metrics[bpd_key] = float(eval_lib.nats_to_bits_per_dim(metrics[key], dims))
       metrics[bpd_key + "_se"] = float(eval_lib.nats_to_bits_per_dim(metrics[key + "_se"], dims))
-  metrics.update(ratio_diagnostics(mdl, x, noise.fold_in(seeds[0], 10**6), batch_size))
+  metrics.update(ratio_diagnostics(mdl, x, rng.fold_in(seeds[0], 10**6), batch_size))
   metrics["seconds"]["likelihood"] = time.time() - t0
 
   t0 = time.time()

@@ -24,11 +24,12 @@ import gin
 import keras
 import tensorflow as tf
 
+from asvae_tf import errors
 from asvae_tf import flows
 from asvae_tf import heads
 from asvae_tf import losses
 from asvae_tf import networks
-from asvae_tf import noise
+from asvae_tf import rng
 from asvae_tf import ratios
 
 
@@ -139,17 +140,17 @@ class ASVAE(keras.Model):
       ("f2_decoder_gradient", f2_decoder_gradient, ratios.DECODER_GRADIENTS),
     ):
       if value not in choices:
-        raise ratios.SettingError(f"model.{what} must be one of {choices}, got {value!r}")
+        raise errors.ConfigError(f"model.{what} must be one of {choices}, got {value!r}")
     if (
       isinstance(f2_marginal_samples, bool)
       or not isinstance(f2_marginal_samples, int)
       or f2_marginal_samples < 1
     ):
-      raise ratios.SettingError(
+      raise errors.ConfigError(
         f"model.f2_marginal_samples must be an int >= 1, got {f2_marginal_samples!r}"
       )
     if not (isinstance(r1_gamma, (int, float)) and r1_gamma >= 0):
-      raise ratios.SettingError(f"model.r1_gamma must be >= 0, got {r1_gamma!r}")
+      raise errors.ConfigError(f"model.r1_gamma must be >= 0, got {r1_gamma!r}")
     self.image_shape = tuple(int(s) for s in image_shape)
     self.latent_dim = int(latent_dim)
     self.objective = losses.get_objective(objective)
@@ -160,7 +161,7 @@ class ASVAE(keras.Model):
     self.generator_pass_dropout = bool(generator_pass_dropout)
     self.r1_gamma = float(r1_gamma)
     if f2_decoder_gradient != "exact" and not self.f2_explicit:
-      raise ratios.SettingError(
+      raise errors.ConfigError(
         f"model.f2_decoder_gradient={f2_decoder_gradient!r} needs an explicit f2 "
         f"(model.ratio_estimator / model.f2_estimator = 'explicit'); a joint f2 uses 'exact'"
       )
@@ -233,9 +234,9 @@ class ASVAE(keras.Model):
 
   def encode(self, x, seed, training=False):
     """z ~ q(z|x) reparameterised and log q(z|x): x [b,H,W,C] -> ([b,D], [b])."""
-    s = noise.split(seed, 2)
+    s = rng.split(seed, 2)
     h = self.encoder(x, seed=s[0], training=training)
-    eps = noise.normal(
+    eps = rng.normal(
       [tf.shape(x)[0], self.latent_dim] if x.shape[0] is None else [x.shape[0], self.latent_dim],
       s[1],
       x.dtype,
@@ -262,12 +263,12 @@ class ASVAE(keras.Model):
     shape = params.shape[:-1].as_list() + [self.image_shape[-1]]
     if shape[0] is None:
       shape = tf.concat([tf.shape(params)[:1], shape[1:]], 0)
-    draw = noise.uniform if law == "uniform" else noise.normal
+    draw = rng.uniform if law == "uniform" else rng.normal
     return self.likelihood.rsample(params, noise=draw(shape, seed, params.dtype))
 
   def sample_prior(self, batch_size, seed, dtype=tf.float32):
     """z ~ p(z) = N(0, I): [batch_size, D]."""
-    return noise.normal([batch_size, self.latent_dim], seed, dtype)
+    return rng.normal([batch_size, self.latent_dim], seed, dtype)
 
   # ---- ratio estimators ------------------------------------------------------
 
@@ -281,7 +282,7 @@ class ASVAE(keras.Model):
 
   def f2_residual(self, x, z, seed=None, training=False):
     """D(x) + h(z) of an explicit f2, [b]."""
-    s = [None, None] if seed is None else [noise.fold_in(seed, i) for i in (2, 3)]
+    s = [None, None] if seed is None else [rng.fold_in(seed, i) for i in (2, 3)]
     return self.f2(x, tf.zeros_like(z), seed=s[0], training=training) + self.f2_z(
       tf.zeros_like(x), z, seed=s[1], training=training
     )
@@ -338,7 +339,7 @@ class ASVAE(keras.Model):
     use_eq5 = "eq5" in obj.discriminators
     use_eq6 = "eq6" in obj.discriminators
     b = x.shape[0]
-    s = noise.split(seed, 8)
+    s = rng.split(seed, 8)
     sg = (lambda t: t) if gen else tf.stop_gradient
     d_training = training and (self.generator_pass_dropout or not gen)
     t = Terms(x=x)
@@ -381,7 +382,7 @@ class ASVAE(keras.Model):
       if self.f2_explicit:
         t.f2_real = weight * self.f2_residual(t.xp, t.zp, seed=s[7], training=d_training)
         if self.f2_decoder_gradient == "exact":  # E2 moves nothing in the other modes
-          t.f2_explicit = self.f2_explicit_part(t.xp, t.zp, params_p, noise.fold_in(s[7], 4))
+          t.f2_explicit = self.f2_explicit_part(t.xp, t.zp, params_p, rng.fold_in(s[7], 4))
           t.f2_real += t.f2_explicit
       else:
         t.f2_real = weight * self.f2(t.xp, t.zp, seed=s[7], training=d_training)
@@ -406,14 +407,14 @@ class ASVAE(keras.Model):
         t.f1_fake = ratios.explicit_f1(log_q_fake, prior_log_prob(z_fake)) + self.f1(
           x_fake,
           z_fake if residual_z else tf.zeros_like(z_fake),
-          seed=noise.fold_in(s[6], 1),
+          seed=rng.fold_in(s[6], 1),
           training=training,
         )
       else:
         t.f1_real, sq = self._with_r1(
           lambda a, c: self.f1(a, c, seed=s[6], training=training), [t.x, t.zq], want_r1
         )
-        t.f1_fake = self.f1(x_fake, z_fake, seed=noise.fold_in(s[6], 1), training=training)
+        t.f1_fake = self.f1(x_fake, z_fake, seed=rng.fold_in(s[6], 1), training=training)
       r1.append(sq)
     if use_eq6:
       if self.f2_explicit:
@@ -422,20 +423,20 @@ class ASVAE(keras.Model):
         zeros_z = tf.zeros_like(t.zp)
         t.f2x_real = self.f2(t.xp, zeros_z, seed=s[7], training=training)
         t.f2x_fake, sq = self._with_r1(
-          lambda a: self.f2(a, zeros_z, seed=noise.fold_in(s[7], 1), training=training),
+          lambda a: self.f2(a, zeros_z, seed=rng.fold_in(s[7], 1), training=training),
           [t.x],
           want_r1,
         )
         zeros_x = tf.zeros_like(t.x)
-        t.f2z_real = self.f2_z(zeros_x, t.zp, seed=noise.fold_in(s[7], 2), training=training)
+        t.f2z_real = self.f2_z(zeros_x, t.zp, seed=rng.fold_in(s[7], 2), training=training)
         t.f2z_fake = self.f2_z(
-          zeros_x, pair_swap(t.zq), seed=noise.fold_in(s[7], 3), training=training
+          zeros_x, pair_swap(t.zq), seed=rng.fold_in(s[7], 3), training=training
         )
       else:
         t.f2_real, sq = self._with_r1(
           lambda a, c: self.f2(a, c, seed=s[7], training=training), [t.xp, t.zp], want_r1
         )
-        t.f2_fake = self.f2(t.x, pair_swap(t.zq), seed=noise.fold_in(s[7], 1), training=training)
+        t.f2_fake = self.f2(t.x, pair_swap(t.zq), seed=rng.fold_in(s[7], 1), training=training)
       r1.append(sq)
     if want_r1:
       t.r1 = tf.add_n(r1)
@@ -510,7 +511,7 @@ class ASVAE(keras.Model):
 
     def body(i, acc, total):
       z, log_q = self.posterior.sample_and_log_prob(
-        h, seed=noise.fold_in(seed, i), sample_shape=(chunk_size,)
+        h, seed=rng.fold_in(seed, i), sample_shape=(chunk_size,)
       )  # [c,b,D], [c,b]
       params = self.decode(tf.reshape(z, [-1, self.latent_dim]))
       log_px = tf.reshape(self.eval_log_px(params, x_tiled, discretized), [chunk_size, b])
@@ -593,18 +594,16 @@ def build_for_data(splits):
   """The gin-configured model for `splits` (data.Splits), built (all variables created).
 
   A model that cannot take images of the data's shape (e.g. a 32x32 conv config on
-  28x28 data) raises config.ConfigError with one readable line.
+  28x28 data) raises errors.ConfigError with one readable line.
   """
-  from asvae_tf import config  # pylint: disable=g-import-not-at-top
-
   try:
     mdl = build_model(image_shape=splits.image_shape)
     mdl.build_all()
-  except ratios.SettingError as e:
-    raise config.ConfigError(str(e)) from None
+  except errors.ConfigError:
+    raise
   except (ValueError, tf.errors.InvalidArgumentError) as e:
-    raise config.ConfigError(
+    raise errors.ConfigError(
       f"the configured model does not fit images of shape {splits.image_shape} "
-      f"(dataset {splits.name!r}): {' '.join(str(e).split())[:300]}"
+      f"(dataset {splits.name!r}): {errors.one_line(e, 300)}"
     ) from None
   return mdl

@@ -21,7 +21,7 @@ normalisation: batch statistics would couple the examples of a batch (and the
 replicas of a step) and break the per-example terms of eq. (11).
 
 All weights use Xavier/Glorot-uniform initialisation (section 5). Dropout is
-stateless and replica-invariant (`noise.dropout`): pass `seed` (int32 [2]) and
+stateless and replica-invariant (`rng.dropout`): pass `seed` (int32 [2]) and
 `training=True` to apply it.
 """
 
@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from asvae_tf import noise
+from asvae_tf import rng
 
 _XAVIER = "glorot_uniform"
 
@@ -63,7 +63,7 @@ class _Stack(keras.layers.Layer):
     for i in range(self.num_layers):
       h = self.act(getattr(self, f"{self.prefix}_{i}")(h))
       if apply_dropout:
-        h = noise.dropout(h, self.dropout_rate, noise.fold_in(seed, i))
+        h = rng.dropout(h, self.dropout_rate, rng.fold_in(seed, i))
     return h
 
 
@@ -150,7 +150,7 @@ class JointDiscriminator(keras.layers.Layer):
     )
 
   def call(self, x, z, seed=None, training=False):
-    seeds = [None] * 3 if seed is None else [noise.fold_in(seed, i) for i in range(3)]
+    seeds = [None] * 3 if seed is None else [rng.fold_in(seed, i) for i in range(3)]
     hx = tf.reshape(x, [tf.shape(x)[0], int(np.prod(x.shape[1:]))])
     hx = self.x_path(hx, seed=seeds[0], training=training)
     hz = self.z_path(z, seed=seeds[1], training=training)
@@ -318,7 +318,7 @@ class _ConvFeatures(keras.layers.Layer):
     )
 
   def call(self, x, seed=None, training=False):
-    seeds = [None, None] if seed is None else [noise.fold_in(seed, i) for i in range(2)]
+    seeds = [None, None] if seed is None else [rng.fold_in(seed, i) for i in range(2)]
     h = _flatten(self.convs(x, seed=seeds[0], training=training))
     return self.dense(h, seed=seeds[1], training=training)
 
@@ -427,7 +427,7 @@ class ConvDecoder(keras.layers.Layer):
     seeds = (
       [None] * (self.num_layers + 1)
       if seed is None
-      else [noise.fold_in(seed, i) for i in range(self.num_layers + 1)]
+      else [rng.fold_in(seed, i) for i in range(self.num_layers + 1)]
     )
     h = self.act(self.project(self.body(z, seed=seeds[0], training=training)))
     h = tf.reshape(h, [tf.shape(z)[0]] + list(self.start_shape))
@@ -436,7 +436,7 @@ class ConvDecoder(keras.layers.Layer):
       if i < self.num_layers - 1:
         h = self.act(h)
         if apply_dropout:
-          h = noise.dropout(h, self.dropout_rate, seeds[i + 1])
+          h = rng.dropout(h, self.dropout_rate, seeds[i + 1])
     return h
 
 
@@ -482,7 +482,7 @@ class ConvJointDiscriminator(keras.layers.Layer):
     self.logit = keras.layers.Dense(1, kernel_initializer=_XAVIER, dtype=policy, name="logit")
 
   def call(self, x, z, seed=None, training=False):
-    seeds = [None] * 3 if seed is None else [noise.fold_in(seed, i) for i in range(3)]
+    seeds = [None] * 3 if seed is None else [rng.fold_in(seed, i) for i in range(3)]
     hx = self.x_path(x, seed=seeds[0], training=training)
     hz = self.z_path(z, seed=seeds[1], training=training)
     h = self.joint(tf.concat([hx, hz], axis=-1), seed=seeds[2], training=training)

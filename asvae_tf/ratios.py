@@ -55,6 +55,8 @@ import math
 
 import tensorflow as tf
 
+from asvae_tf import errors
+
 ESTIMATORS = ("joint", "explicit")
 RESIDUAL_INPUTS = ("x", "xz")
 
@@ -74,8 +76,7 @@ RESIDUAL_INPUTS = ("x", "xz")
 DECODER_GRADIENTS = ("exact", "marginal", "marginal_infomax")
 
 
-class SettingError(ValueError):
-  """A bad `model.*` ratio-estimator setting (reported as a config error)."""
+SettingError = errors.ConfigError  # compatibility alias; raise errors.ConfigError
 
 
 def explicit_f1(log_q_z_given_x, log_p_z):

@@ -8,7 +8,7 @@ GLOBAL batch size (`tf.nn.compute_average_loss`) because Keras 3 optimizers sum
 gradients over replicas.
 
 Determinism and resumption: the noise of global step s is keyed on (train.seed,
-s) (`noise.step_seed`) and the data batch of step s is a pure function of
+s) (`rng.step_seed`) and the data batch of step s is a pure function of
 (dataset, train.seed, s) (`data.train_dataset`), so the checkpointed step
 counter IS the RNG state and the data position. Rerunning the same command
 restores the latest checkpoint of model_dir/checkpoints and continues.
@@ -54,10 +54,11 @@ import numpy as np
 import tensorflow as tf
 
 from asvae_tf import config
+from asvae_tf.errors import CheckpointMismatchError, TrainingDivergedError
 from asvae_tf import data
 from asvae_tf import export_lib
 from asvae_tf import model as model_lib
-from asvae_tf import noise
+from asvae_tf import rng
 
 STRATEGIES = ("mirrored", "default", "multi_worker")
 
@@ -69,14 +70,6 @@ STRATEGIES = ("mirrored", "default", "multi_worker")
 #   after_save   ckpt-<step> fully saved and recorded
 KILL_ENV = "ASVAE_TEST_KILL_AT"
 KILL_POINTS = ("before_save", "mid_write", "after_write", "after_save")
-
-
-class TrainingDivergedError(RuntimeError):
-  """Training kept producing non-finite values and the rollback budget is used up."""
-
-
-class CheckpointMismatchError(config.ConfigError):
-  """model_dir holds a checkpoint that does not fit the configured model."""
 
 
 def make_strategy(name):
@@ -335,19 +328,19 @@ class Trainer:
     # MultiWorkerMirroredStrategy's distributed datasets lose the static batch size.
     per_replica = self.global_batch_size // self.strategy.num_replicas_in_sync
     x = tf.ensure_shape(x, [per_replica] + list(self.model.image_shape))
-    seed = noise.step_seed(self.seed, step)
+    seed = rng.step_seed(self.seed, step)
     poison = self._poison(step)
     weight = adversarial_weight(step, self.adversarial_warmup_steps)
     metrics, ok = {}, tf.constant(True)
     for k in range(self.disc_steps):
       grads, metrics, finite = self._grad_fns["discriminator"](
-        x, noise.fold_in(seed, k + 1), poison, weight
+        x, rng.fold_in(seed, k + 1), poison, weight
       )
       ok = tf.logical_and(
         ok, self._guarded_apply(self.d_opt, grads, self.model.discriminator_variables, finite)
       )
     grads, g_metrics, finite = self._grad_fns["generator"](
-      x, noise.fold_in(seed, 0), poison, weight
+      x, rng.fold_in(seed, 0), poison, weight
     )
     ok = tf.logical_and(
       ok, self._guarded_apply(self.g_opt, grads, self.model.generator_variables, finite)
@@ -439,7 +432,7 @@ def make_validation_fn(mdl):
   @tf.function(autograph=False)
   def batch_fn(x, seed):
     neg_elbo = mdl.negative_elbo(x, seed)
-    recon_x, recon_z = mdl.reconstruction_errors(x, noise.fold_in(seed, 1))
+    recon_x, recon_z = mdl.reconstruction_errors(x, rng.fold_in(seed, 1))
     return tf.reduce_sum(neg_elbo), tf.reduce_sum(recon_x), tf.reduce_sum(recon_z)
 
   return batch_fn
@@ -450,7 +443,7 @@ def _validate(batch_fn, images, seed, early_stopping_metric="recon"):
   metric: their average ('recon', section 5) or the -ELBO ('elbo')."""
   totals = np.zeros(3)
   for i, x in enumerate(images):
-    totals += np.array([t.numpy() for t in batch_fn(x, noise.fold_in(seed, i))])
+    totals += np.array([t.numpy() for t in batch_fn(x, rng.fold_in(seed, i))])
   n = sum(int(x.shape[0]) for x in images)
   neg_elbo, recon_x, recon_z = totals / n
   metric = 0.5 * (recon_x + recon_z) if early_stopping_metric == "recon" else neg_elbo
@@ -468,8 +461,8 @@ def _validation_batches(splits, batch_size, seed):
   if len(images) == 0:
     return []
   if splits.binary:
-    rng = np.random.RandomState(seed)
-    images = (rng.uniform(size=images.shape) < images / 255.0).astype(np.uint8)  # 0/1
+    random_state = np.random.RandomState(seed)
+    images = (random_state.uniform(size=images.shape) < images / 255.0).astype(np.uint8)  # 0/1
   return [x for x in data.eval_dataset(images, batch_size, splits.binary)]
 
 
@@ -896,7 +889,7 @@ def _train_loop(
 
     if chief and (due(image_every, step) or step == num_steps):
       with train_writer.as_default(step=step):
-        samples, _ = mdl.sample(64, noise.fold_in(tf.constant([seed, 1], tf.int32), step))
+        samples, _ = mdl.sample(64, rng.fold_in(tf.constant([seed, 1], tf.int32), step))
         tf.summary.image("samples", _image_grid(samples, 8))
         if val_batches or len(splits.test):
           x = (

@@ -14,7 +14,7 @@ import tensorflow as tf
 from asvae_tf import config
 from asvae_tf import export_lib
 from asvae_tf import model as model_lib
-from asvae_tf import noise
+from asvae_tf import rng
 from asvae_tf import train_lib
 from conftest import ROOT, TINY_MODEL
 
@@ -161,7 +161,7 @@ def test_fresh_tf_only_process_matches_in_process_model(trained, tmp_path):
 
   def log_w(chunk, i, size):
     z, log_q = mdl.posterior.sample_and_log_prob(
-      mdl.encoder(xt), seed=noise.fold_in(seed, chunk), sample_shape=(size,)
+      mdl.encoder(xt), seed=rng.fold_in(seed, chunk), sample_shape=(size,)
     )
     return (
       mdl.likelihood.log_prob(mdl.decode(z[i]), xt) + model_lib.prior_log_prob(z[i]) - log_q[i]

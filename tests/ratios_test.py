@@ -11,7 +11,7 @@ from scipy import stats
 
 from asvae_tf import heads
 from asvae_tf import losses
-from asvae_tf import noise
+from asvae_tf import rng
 from asvae_tf import ratios
 from conftest import tiny_asvae
 
@@ -104,16 +104,16 @@ def test_xz_residual_z_gradient_reaches_the_encoder():
   assert max(diff) > 1e-6
 
 
-def _linear_gaussian_pairs(rng, n):
+def _linear_gaussian_pairs(random_state, n):
   """x ~ q(x) = N(0, 4); q(z|x) = N(0.4 x, 0.5^2); p(z) = N(0, 1); p(x|z) = N(1.5 z, 1).
 
   Returns real pairs (x, z ~ q(z|x)), fake pairs (x' ~ p(x|z'), z ~ p(z)), and f1* at
   the real and fake pairs: log q(z|x) + log q(x) - log p(x) - log p(z), p(x) = N(0, 3.25).
   """
-  x = rng.normal(0, 2.0, n)
-  zq = 0.4 * x + 0.5 * rng.normal(size=n)
-  zp, zp2 = rng.normal(size=n), rng.normal(size=n)
-  xp = 1.5 * zp2 + rng.normal(size=n)
+  x = random_state.normal(0, 2.0, n)
+  zq = 0.4 * x + 0.5 * random_state.normal(size=n)
+  zp, zp2 = random_state.normal(size=n), random_state.normal(size=n)
+  xp = 1.5 * zp2 + random_state.normal(size=n)
 
   def f1_star(a, c):
     return (
@@ -163,9 +163,9 @@ def _fit_eq5(net_inputs, offset_fn, real, fake, steps=1500):
     grads = tape.gradient(loss, mlp.trainable_variables)
     opt.apply_gradients(zip(grads, mlp.trainable_variables))
 
-  rng = np.random.RandomState(1)
+  random_state = np.random.RandomState(1)
   for _ in range(steps):
-    step(tf.constant(rng.randint(0, len(real[0]), 256)))
+    step(tf.constant(random_state.randint(0, len(real[0]), 256)))
   return logit
 
 
@@ -173,8 +173,8 @@ def test_explicit_f1_approaches_the_optimum_on_a_linear_gaussian_model():
   """Eq. (5) with the explicit part recovers f1* on held-out pairs to 0.25 nats RMS; the
   joint network of (x, z), trained the same way, is measured beside it (and is worse)."""
   keras.utils.set_random_seed(0)
-  rng = np.random.RandomState(0)
-  real, fake, f1_star, explicit = _linear_gaussian_pairs(rng, 20000)
+  random_state = np.random.RandomState(0)
+  real, fake, f1_star, explicit = _linear_gaussian_pairs(random_state, 20000)
   (hx, hz), (hxp, hzp), _, _ = _linear_gaussian_pairs(np.random.RandomState(9), 2000)
   held_x, held_z = np.concatenate([hx, hxp]), np.concatenate([hz, hzp])
   target = f1_star(held_x, held_z)
@@ -219,7 +219,7 @@ def test_log_marginal_estimate_is_the_iwae_bound():
   x = _x(dtype=tf.float64)
   for k in (1, 5):
     # The same draws as the evaluation's IWAE bound (its first chunk uses fold_in(seed, 0)).
-    got = ratios.log_marginal_estimate(mdl, x, noise.fold_in(SEED, 0), k).numpy()
+    got = ratios.log_marginal_estimate(mdl, x, rng.fold_in(SEED, 0), k).numpy()
     want = mdl.importance_bounds(x, k, SEED, chunk_size=k)[0].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-12)
   xs = tf.tile(x, [200, 1, 1, 1])

@@ -1,0 +1,1 @@
+"""Training: strategy, checkpoints, the per-step trainer and the outer-loop controller."""
