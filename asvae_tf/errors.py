@@ -6,6 +6,8 @@ the builtin it refines (ValueError, RuntimeError), so `except ValueError` keeps 
 
   AsvaeError
     ConfigError               a bad gin value or flag (also raised for impossible settings)
+      GinError                a gin file or binding gin rejects ("bad gin configuration: ...")
+        GinFileNotFoundError  a gin file that does not exist (also a FileNotFoundError)
       CheckpointMismatchError a checkpoint that does not match the configured model
     DataError                 missing, unreadable or malformed data
     TrainingDivergedError     non-finite steps persisted through every allowed rollback
@@ -18,6 +20,14 @@ class AsvaeError(Exception):
 
 class ConfigError(AsvaeError, ValueError):
   """A bad configuration value (reported by the CLIs as one line, exit code 2)."""
+
+
+class GinError(ConfigError):
+  """A gin file or binding that gin rejects (unknown name, syntax error, missing file)."""
+
+
+class GinFileNotFoundError(GinError, FileNotFoundError):
+  """A gin file that does not exist."""
 
 
 class CheckpointMismatchError(ConfigError):

@@ -14,14 +14,13 @@ import os
 import time
 from typing import Dict, Tuple
 
-import gin
-
-from asvae_tf import config
+from asvae_tf import errors
+from asvae_tf import gin_config
+from asvae_tf import registry
 from asvae_tf import evaluation
-from asvae_tf import train_lib
+from asvae_tf import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN_DIR = os.path.join(ROOT, "gin")
+GIN_DIR = gin_config.config_dir()  # the paper configs (package data or the checkout's gin/)
 
 
 def train_and_evaluate(gin_file, model_dir, bindings=(), eval_bindings=(), checkpoint="best"):
@@ -29,21 +28,18 @@ def train_and_evaluate(gin_file, model_dir, bindings=(), eval_bindings=(), check
 
   Returns the metrics dict of `evaluation.evaluate` plus train_seconds,
   eval_seconds and final_step (the last trained step).
+  A driver, not a library function: it parses its own gin configs, so the global gin
+  config is empty afterwards (`gin_config.fresh`).
   """
-  gin.clear_config()
-  config.parse([gin_file], list(bindings))
-  t0 = time.time()
-  try:
-    result = train_lib.train(model_dir)
-  finally:
-    gin.clear_config()
+  with gin_config.fresh():
+    registry.parse([gin_file], list(bindings))
+    t0 = time.time()
+    result = train.train(model_dir)
   train_seconds = time.time() - t0
-  config.parse([os.path.join(model_dir, "operative_config.gin")], list(eval_bindings))
-  t0 = time.time()
-  try:
+  with gin_config.fresh():
+    registry.parse_model_dir(model_dir, (), list(eval_bindings))
+    t0 = time.time()
     metrics = evaluation.evaluate(model_dir, checkpoint=checkpoint)
-  finally:
-    gin.clear_config()
   metrics.update(
     train_seconds=train_seconds, eval_seconds=time.time() - t0, final_step=result["step"]
   )
@@ -144,7 +140,7 @@ _QUICK_CONV = [
 def quick_bindings(table):
   """Training and evaluation bindings of a --quick smoke run of `table`."""
   shape = PAPER_TABLES[table].quick_shape
-  train = (_QUICK_MLP if shape[-1] == 1 else _QUICK_CONV) + [
+  train_bindings = (_QUICK_MLP if shape[-1] == 1 else _QUICK_CONV) + [
     "model.latent_dim = 4",
     "dataset.name = 'synthetic'",
     f"dataset.synthetic_image_shape = {shape}",
@@ -161,7 +157,7 @@ def quick_bindings(table):
     "evaluate.num_splits = 2",
     "evaluate.max_examples = 16",
   ]
-  return train, evaluate
+  return train_bindings, evaluate
 
 
 def reproduce(table, work_dir, bindings=(), eval_bindings=(), models=None, quick=False):
@@ -170,12 +166,12 @@ def reproduce(table, work_dir, bindings=(), eval_bindings=(), models=None, quick
   Returns {row key: metrics}; also writes work_dir/table<N>.json and .md.
   """
   if table not in PAPER_TABLES:
-    raise config.ConfigError(f"--table must be one of {sorted(PAPER_TABLES)}, got {table}")
+    raise errors.ConfigError(f"--table must be one of {sorted(PAPER_TABLES)}, got {table}")
   spec = PAPER_TABLES[table]
   models = list(models or spec.rows)
   unknown = [m for m in models if m not in spec.rows]
   if unknown:
-    raise config.ConfigError(f"table {table} has no rows {unknown}; rows: {list(spec.rows)}")
+    raise errors.ConfigError(f"table {table} has no rows {unknown}; rows: {list(spec.rows)}")
   train_b, eval_b = quick_bindings(table) if quick else ([], [])
   results = {}
   for key in models:

@@ -56,6 +56,7 @@ import math
 import tensorflow as tf
 
 from asvae_tf import errors
+from asvae_tf.dists import gaussian
 
 ESTIMATORS = ("joint", "explicit")
 RESIDUAL_INPUTS = ("x", "xz")
@@ -77,6 +78,40 @@ DECODER_GRADIENTS = ("exact", "marginal", "marginal_infomax")
 
 
 SettingError = errors.ConfigError  # compatibility alias; raise errors.ConfigError
+
+
+def check_settings(ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder_gradient,
+                   f2_marginal_samples, r1_gamma):  # fmt: skip
+  """Checks the `model.*` ratio-estimator settings; resolves the None defaults.
+
+  Returns:
+    (f2_estimator, f2_decoder_gradient): f2_estimator None -> ratio_estimator;
+    f2_decoder_gradient None -> 'marginal' for an explicit f2, 'exact' for a joint one.
+  Raises:
+    errors.ConfigError (one line) for the first bad value.
+  """
+  f2_estimator = ratio_estimator if f2_estimator is None else f2_estimator
+  if f2_decoder_gradient is None:
+    f2_decoder_gradient = "marginal" if f2_estimator == "explicit" else "exact"
+  for what, value, choices in (
+    ("ratio_estimator", ratio_estimator, ESTIMATORS),
+    ("f2_estimator", f2_estimator, ESTIMATORS),
+    ("f1_residual_inputs", f1_residual_inputs, RESIDUAL_INPUTS),
+    ("f2_decoder_gradient", f2_decoder_gradient, DECODER_GRADIENTS),
+  ):
+    if value not in choices:
+      raise errors.ConfigError(f"model.{what} must be one of {choices}, got {value!r}")
+  samples = f2_marginal_samples
+  if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+    raise errors.ConfigError(f"model.f2_marginal_samples must be an int >= 1, got {samples!r}")
+  if not (isinstance(r1_gamma, (int, float)) and r1_gamma >= 0):
+    raise errors.ConfigError(f"model.r1_gamma must be >= 0, got {r1_gamma!r}")
+  if f2_decoder_gradient != "exact" and f2_estimator != "explicit":
+    raise errors.ConfigError(
+      f"model.f2_decoder_gradient={f2_decoder_gradient!r} needs an explicit f2 "
+      f"(model.ratio_estimator / model.f2_estimator = 'explicit'); a joint f2 uses 'exact'"
+    )
+  return f2_estimator, f2_decoder_gradient
 
 
 def explicit_f1(log_q_z_given_x, log_p_z):
@@ -101,10 +136,7 @@ def log_marginal_estimate(model, x, seed, num_samples):
   return tf.reduce_logsumexp(log_w, axis=0) - math.log(num_samples)
 
 
-def prior_log_prob(z):
-  """log N(z; 0, I) summed over the last axis: [..., D] -> [...]."""
-  d = z.shape[-1]
-  return -0.5 * tf.reduce_sum(tf.square(z), axis=-1) - 0.5 * d * math.log(2 * math.pi)
+prior_log_prob = gaussian.standard_normal_log_prob  # log p(z) = log N(z; 0, I), [..., D] -> [...]
 
 
 def path_only(fn, x):

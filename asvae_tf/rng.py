@@ -31,6 +31,27 @@ def step_seed(base_seed, step):
   return fold_in(tf.constant([int(base_seed), 0x5EED], tf.int32), tf.cast(step, tf.int32))
 
 
+# ---- named seed streams -----------------------------------------------------------
+# Every draw of a run derives from (train.seed, stream): a stream name maps to a FIXED
+# integer forever (changing one would change every run's numbers and break resumption of
+# old runs). Per-step streams fold into step_seed(seed, step); run streams are
+# [seed, <int>] seeds of their own.
+STEP_STREAMS = {"generator_update": 0, "discriminator_update": 1}  # + k for update k
+RUN_STREAMS = {"summary_images": 1, "validation": 2, "evaluation": 7}
+
+
+def update_seed(step_seed_, mode, k=0):
+  """Seed [2] of update k (0-based) of `mode` ('generator'/'discriminator') in a step.
+
+  The generator update folds in 0, discriminator update k folds in k + 1."""
+  return fold_in(step_seed_, STEP_STREAMS[f"{mode}_update"] + k)
+
+
+def run_seed(seed, stream):
+  """Seed [2] of run-level stream `stream` (a RUN_STREAMS name) of a run seeded `seed`."""
+  return tf.constant([int(seed), RUN_STREAMS[stream]], tf.int32)
+
+
 def _replica_position():
   ctx = tf.distribute.get_replica_context()
   if ctx is None:  # Cross-replica context: behave like one replica.

@@ -43,7 +43,7 @@ def matmul_gflops(n=1024, reps=50):
 
 
 def time_train_loop(trainer, iterator, steps, num_windows, batch_size):
-  """Images/s of `train_lib.Trainer.loop`: (median, min, max, trace + warm-up seconds).
+  """Images/s of `train.Trainer.loop`: (median, min, max, trace + warm-up seconds).
 
   One untimed window of `steps` steps traces and warms up; then `num_windows` timed
   windows of `steps` steps each. Works whatever structure `loop` returns (its outputs

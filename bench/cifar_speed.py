@@ -4,7 +4,7 @@
 Prints one table of images/second on this machine:
   * the training step of gin/cifar10.gin (AS-VAE, conv encoder / decoder / joint
     discriminators, Gaussian posterior and decoder, D = 128) at batch --batch_size
-    (default 64) through `train_lib.Trainer.loop`, for each --strategies x --jit;
+    (default 64) through `train.Trainer.loop`, for each --strategies x --jit;
     median of --repeats windows of --steps steps after a warm-up window;
   * `sample` of the exported SavedModel (untrained weights: speed does not depend on
     them; loaded with tf.saved_model.load, outputs fetched with .numpy()) at batch
@@ -33,9 +33,9 @@ import tensorflow as tf
 
 from asvae_tf import config
 from asvae_tf import data
-from asvae_tf import export_lib
+from asvae_tf import export
 from asvae_tf import model as model_lib
-from asvae_tf import train_lib
+from asvae_tf import train
 from bench import bench_lib
 
 GIN_FILE = os.path.join(ROOT, "gin", "cifar10.gin")
@@ -58,11 +58,11 @@ def time_training(args, splits, strategy_name, jit):
   """(median, min, max img/s, trace + warm-up s) of the training step."""
   _parse(args)
   try:
-    strategy = train_lib.make_strategy(strategy_name)
+    strategy = train.make_strategy(strategy_name)
     with strategy.scope():
       mdl = model_lib.build_model(image_shape=splits.image_shape)
       mdl.build_all()
-    trainer = train_lib.Trainer(strategy, mdl, args.batch_size, 0, 1, jit)
+    trainer = train.Trainer(strategy, mdl, args.batch_size, 0, 1, jit)
   finally:
     gin.clear_config()
   dist = strategy.distribute_datasets_from_function(
@@ -83,7 +83,7 @@ def time_sample(args, image_shape):
     gin.clear_config()
   mdl.build_all()
   export_dir = os.path.join(tempfile.mkdtemp(prefix="asvae_cifar_bench_"), "sm")
-  export_lib.export(mdl, export_dir, gin_text, step=0, dataset="cifar10")
+  export.export(mdl, export_dir, gin_text, step=0, dataset="cifar10")
   sample = tf.saved_model.load(export_dir).signatures["sample"]
   seed = tf.constant([1, 2], tf.int32)
   rows = []

@@ -3,7 +3,7 @@
 
 Builds the gin/mnist.gin model (AS-VAE, planar K = 80, D = 32, 784-500-500 /
 32-500-500-784 MLPs) with untrained weights (speed does not depend on them),
-exports it with asvae_tf.export_lib, loads the SavedModel and times its
+exports it with asvae_tf.export, loads the SavedModel and times its
 signatures:
 
   sample at batch --batch (default 1000): images/s, median of --repeats windows of
@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from asvae_tf import config
-from asvae_tf import export_lib
+from asvae_tf import export
 from asvae_tf import model as model_lib
 from bench.bench_lib import windows
 
@@ -48,7 +48,7 @@ def export_mnist_model(export_dir=None):
   mdl.build_all()
   export_dir = export_dir or os.path.join(tempfile.mkdtemp(prefix="asvae_bench_"), "sm")
   t0 = time.perf_counter()
-  export_lib.export(mdl, export_dir, gin_text, step=0, dataset="mnist")
+  export.export(mdl, export_dir, gin_text, step=0, dataset="mnist")
   return mdl, export_dir, time.perf_counter() - t0
 
 

@@ -16,7 +16,7 @@ from absl import logging
 
 from asvae_tf import data
 from asvae_tf import experiments
-from asvae_tf import feature_nets
+from asvae_tf.evaluation import feature_nets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")

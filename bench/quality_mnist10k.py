@@ -189,7 +189,12 @@ def main(argv):
     for name in FLAGS.long_models:
       long_runs[name] = {0: run(name, 0, FLAGS.long_epochs, f"{FLAGS.long_epochs}passes")}
   cpu = next(
-    (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"
+    (
+      line.split(":", 1)[1].strip()
+      for line in open("/proc/cpuinfo")
+      if line.startswith("model name")
+    ),
+    "?",
   )
   header = (
     f"MNIST-10k quality ({datetime.date.today().isoformat()}, {os.cpu_count()} x {cpu}, "

@@ -31,7 +31,7 @@ from absl import logging
 import gin
 
 from asvae_tf import config
-from asvae_tf import train_lib
+from asvae_tf import train
 
 FLAGS = flags.FLAGS
 MNIST_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
@@ -63,9 +63,9 @@ def _run(seed):
   config.parse([os.path.join(ROOT, "gin", "mnist.gin")], bindings)
   start = time.time()
   try:
-    result = train_lib.train(model_dir)
+    result = train.train(model_dir)
     status = "ok"
-  except train_lib.TrainingDivergedError as e:
+  except train.TrainingDivergedError as e:
     result, status = {"train": {}, "validation": {}, "guard": {}}, f"diverged: {e}"
   finally:
     gin.clear_config()

@@ -23,7 +23,7 @@ import gin
 from asvae_tf import config
 from asvae_tf import data
 from asvae_tf import model as model_lib
-from asvae_tf import train_lib
+from asvae_tf import train
 from bench import bench_lib
 
 FLAGS = flags.FLAGS
@@ -71,11 +71,11 @@ def make_trainer(name, strategy_name, jit, splits, batch_size=100):
   config.parse(
     [os.path.join(ROOT, "gin", "mnist.gin")], CONFIGS[name] + [f"train.batch_size = {batch_size}"]
   )
-  strategy = train_lib.make_strategy(strategy_name)
+  strategy = train.make_strategy(strategy_name)
   with strategy.scope():
     mdl = model_lib.build_model(image_shape=splits.image_shape)
     mdl.build_all()
-  return train_lib.Trainer(strategy, mdl, batch_size, 0, 1, jit), strategy
+  return train.Trainer(strategy, mdl, batch_size, 0, 1, jit), strategy
 
 
 def time_trainer(trainer, strategy, splits, batch_size=100, steps=50, windows=5):

@@ -56,9 +56,11 @@ def test_fused_adam_matches_reference_adam():
 def test_fused_adam_under_mirrored_strategy():
   # No collective ops here: TF reuses collective instance keys across strategy
   # objects of one process, which would clash with the training tests' collectives.
-  mirrored = lambda: tf.distribute.MirroredStrategy(
-    ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
-  )
+  def mirrored():
+    return tf.distribute.MirroredStrategy(
+      ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
+
   fused = _run_adam("adam", mirrored(), dtype=np.float32)
   np.testing.assert_allclose(fused, _numpy_adam(), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(

@@ -1,12 +1,12 @@
-"""Shared pytest setup: quiet TF logs, repo root on sys.path, real-MNIST location."""
+"""Shared pytest setup: quiet TF logs, two logical CPUs, tiny models, real-MNIST location.
+
+(pytest.ini puts the repository root on the import path, for `bench`.)
+"""
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
 
 # Tiny networks on synthetic 28x28x1 data (latent D = 4, planar K = 2), batch 8, 2 steps:
 # a training run traces and steps in seconds. Tests add their own schedule bindings.
@@ -28,7 +28,7 @@ TINY_MODEL = [
 # Real MNIST test-set files live beside the project root (never copied into it).
 MNIST_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # noqa: E402  (after TF_CPP_MIN_LOG_LEVEL)
 
 # Two logical CPU devices so MirroredStrategy tests have 2 replicas. Must happen
 # before anything initialises the TF runtime.
@@ -44,7 +44,7 @@ def tiny_asvae(objective="asvae", kind="planar", dtype="float32", **kwargs):
   """
   import gin  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
-  from asvae_tf import model as model_lib, networks  # pylint: disable=g-import-not-at-top
+  from asvae_tf import model as model_lib, nets  # pylint: disable=g-import-not-at-top
 
   gin.clear_config()
   gin.bind_parameter("posterior.kind", kind)
@@ -56,11 +56,11 @@ def tiny_asvae(objective="asvae", kind="planar", dtype="float32", **kwargs):
       (4, 4, 1),
       latent_dim=3,
       objective=objective,
-      encoder=lambda name: networks.MLPEncoder(hidden_units=(8,), name=name),
-      decoder=lambda output_shape, name: networks.MLPDecoder(
+      encoder=lambda name: nets.MLPEncoder(hidden_units=(8,), name=name),
+      decoder=lambda output_shape, name: nets.MLPDecoder(
         output_shape, hidden_units=(8,), name=name
       ),
-      discriminator=lambda name: networks.JointDiscriminator((6,), (6,), (6,), name=name),
+      discriminator=lambda name: nets.JointDiscriminator((6,), (6,), (6,), name=name),
       **kwargs,
     )
     mdl.build_all()

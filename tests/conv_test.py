@@ -20,11 +20,11 @@ import tensorflow as tf
 from asvae_tf import config
 from asvae_tf import data
 from asvae_tf import evaluation
-from asvae_tf import export_lib
-from asvae_tf import heads
+from asvae_tf import export
+from asvae_tf.dists import likelihoods
 from asvae_tf import model as model_lib
-from asvae_tf import networks
-from asvae_tf import train_lib
+from asvae_tf import nets
+from asvae_tf import train
 from conftest import ROOT
 
 CONV_GIN_FILES = sorted(
@@ -67,11 +67,9 @@ def _env():
 
 @pytest.mark.parametrize("size,stages", [(32, 3), (64, 4)])
 def test_conv_network_shapes_and_stages(size, stages):
-  enc = networks.conv_encoder(base_width=4, max_width=16)
-  dec = networks.conv_decoder(output_shape=(size, size, 6), base_width=4, max_width=16)
-  disc = networks.conv_joint_discriminator(
-    base_width=4, max_width=16, z_units=(5,), joint_units=(7,)
-  )
+  enc = nets.conv_encoder(base_width=4, max_width=16)
+  dec = nets.conv_decoder(output_shape=(size, size, 6), base_width=4, max_width=16)
+  disc = nets.conv_joint_discriminator(base_width=4, max_width=16, z_units=(5,), joint_units=(7,))
   x = tf.random.stateless_uniform([3, size, size, 3], [0, 1])
   z = tf.random.stateless_normal([3, 10], [0, 2])
   widths = [min(4 * 2**i, 16) for i in range(stages)]
@@ -100,16 +98,16 @@ def test_conv_network_shapes_and_stages(size, stages):
 
 
 def test_default_widths_are_dcgan_like():
-  assert networks.conv_widths(networks.conv_stages(32, 32), 64, 512) == [64, 128, 256]
-  assert networks.conv_widths(networks.conv_stages(64, 64), 64, 512) == [64, 128, 256, 512]
-  dec = networks.conv_decoder(output_shape=(64, 64, 6))
+  assert nets.conv_widths(nets.conv_stages(32, 32), 64, 512) == [64, 128, 256]
+  assert nets.conv_widths(nets.conv_stages(64, 64), 64, 512) == [64, 128, 256, 512]
+  dec = nets.conv_decoder(output_shape=(64, 64, 6))
   assert dec.start_shape == (4, 4, 512)
 
 
 def test_explicit_num_stages_allows_other_sizes():
-  enc = networks.conv_encoder(base_width=2, num_stages=2)
+  enc = nets.conv_encoder(base_width=2, num_stages=2)
   assert enc(tf.zeros([2, 28, 28, 1])).shape == (2, 7 * 7 * 4)
-  dec = networks.conv_decoder(output_shape=(28, 28, 2), base_width=2, num_stages=2)
+  dec = nets.conv_decoder(output_shape=(28, 28, 2), base_width=2, num_stages=2)
   assert dec(tf.zeros([2, 3])).shape == (2, 28, 28, 2)
 
 
@@ -117,36 +115,36 @@ def test_explicit_num_stages_allows_other_sizes():
   "make,needle",
   [
     (
-      lambda: networks.conv_encoder(base_width=2)(tf.zeros([2, 28, 28, 1])),
+      lambda: nets.conv_encoder(base_width=2)(tf.zeros([2, 28, 28, 1])),
       "encoder: unsupported image size 28x28",
     ),
     (
-      lambda: networks.conv_encoder(base_width=2)(tf.zeros([2, 32, 64, 3])),
+      lambda: nets.conv_encoder(base_width=2)(tf.zeros([2, 32, 64, 3])),
       "unsupported image size 32x64",
     ),
     (
-      lambda: networks.conv_encoder(base_width=2)(tf.zeros([2, 48, 48, 3])),
+      lambda: nets.conv_encoder(base_width=2)(tf.zeros([2, 48, 48, 3])),
       "unsupported image size 48x48",
     ),
     (
-      lambda: networks.conv_decoder(output_shape=(30, 30, 6)),
+      lambda: nets.conv_decoder(output_shape=(30, 30, 6)),
       "decoder: unsupported image size 30x30",
     ),
     (
-      lambda: networks.conv_decoder(output_shape=(28, 28, 2), num_stages=3),
+      lambda: nets.conv_decoder(output_shape=(28, 28, 2), num_stages=3),
       "unsupported image size 28x28 for num_stages=3",
     ),
     (
-      lambda: networks.conv_encoder(num_stages=0)(tf.zeros([2, 32, 32, 3])),
+      lambda: nets.conv_encoder(num_stages=0)(tf.zeros([2, 32, 32, 3])),
       "num_stages must be >= 1",
     ),
     (
-      lambda: networks.conv_joint_discriminator(base_width=2)(
+      lambda: nets.conv_joint_discriminator(base_width=2)(
         tf.zeros([2, 36, 36, 3]), tf.zeros([2, 3])
       ),
       "(x path): unsupported image size 36x36",
     ),
-    (lambda: networks.conv_encoder(base_width=0), "base_width and max_width must be >= 1"),
+    (lambda: nets.conv_encoder(base_width=0), "base_width and max_width must be >= 1"),
   ],
 )
 def test_unsupported_sizes_fail_clearly(make, needle):
@@ -166,10 +164,10 @@ def test_cifar_gin_model_on_mnist_shaped_data_fails_clearly():
 
 
 def test_conv_dropout_is_stateless_and_seeded():
-  d = networks.conv_joint_discriminator(
+  d = nets.conv_joint_discriminator(
     base_width=4, max_width=8, z_units=(6,), joint_units=(5,), dropout_rate=0.5
   )
-  dec = networks.conv_decoder(output_shape=(32, 32, 6), base_width=4, max_width=8, dropout_rate=0.5)
+  dec = nets.conv_decoder(output_shape=(32, 32, 6), base_width=4, max_width=8, dropout_rate=0.5)
   x = tf.random.stateless_uniform([4, 32, 32, 3], [1, 2])
   z = tf.random.stateless_normal([4, 3], [3, 4])
   s1, s2 = tf.constant([1, 1]), tf.constant([1, 2])
@@ -187,9 +185,9 @@ def test_conv_dropout_is_stateless_and_seeded():
 @pytest.mark.parametrize("size", [32, 64])
 def test_every_conv_weight_is_in_a_tf_checkpoint(tmp_path, size):
   layers = [
-    networks.conv_encoder(base_width=2, hidden_units=(3,)),
-    networks.conv_decoder(output_shape=(size, size, 6), base_width=2, hidden_units=(3,)),
-    networks.conv_joint_discriminator(base_width=2, x_units=(3,), z_units=(2,), joint_units=(2, 2)),
+    nets.conv_encoder(base_width=2, hidden_units=(3,)),
+    nets.conv_decoder(output_shape=(size, size, 6), base_width=2, hidden_units=(3,)),
+    nets.conv_joint_discriminator(base_width=2, x_units=(3,), z_units=(2,), joint_units=(2, 2)),
   ]
   x = tf.zeros([2, size, size, 3])
   layers[0](x)
@@ -221,7 +219,7 @@ def _tiny_cifar_model():
 
 def test_decoder_discretised_bits_per_dim_finite_on_8bit_inputs():
   mdl = _tiny_cifar_model()
-  assert isinstance(mdl.likelihood, heads.GaussianLikelihood)
+  assert isinstance(mdl.likelihood, likelihoods.GaussianLikelihood)
   rng = np.random.RandomState(0)
   pixels = rng.randint(0, 256, size=(4, 32, 32, 3)).astype(np.uint8)
   pixels[0] = 0  # an all-black image
@@ -232,7 +230,7 @@ def test_decoder_discretised_bits_per_dim_finite_on_8bit_inputs():
   params = mdl.decode(mdl.posterior_mean(x))
   assert params.shape == (4, 32, 32, 6)
   nll = -mdl.likelihood.discretized_log_prob(params, pixels)
-  bpd = heads.bits_per_dim(nll, 32 * 32 * 3).numpy()
+  bpd = likelihoods.bits_per_dim(nll, 32 * 32 * 3).numpy()
   assert bpd.shape == (4,) and np.all(np.isfinite(bpd)) and np.all(bpd > 0), bpd
   # A probability of one bin is at most 1: bits/dim >= 0 also for extreme parameters
   # (loc far outside [0, 1], the smallest and largest scales) on 0 and 255.
@@ -240,13 +238,15 @@ def test_decoder_discretised_bits_per_dim_finite_on_8bit_inputs():
   for log_scale in (-7.0, 2.0):
     extreme = tf.concat([loc, np.full_like(loc, log_scale)], axis=-1)
     nll = -mdl.likelihood.discretized_log_prob(extreme, pixels)
-    bpd = heads.bits_per_dim(nll, 32 * 32 * 3).numpy()
+    bpd = likelihoods.bits_per_dim(nll, 32 * 32 * 3).numpy()
     assert np.all(np.isfinite(bpd)) and np.all(bpd >= 0), (log_scale, bpd)
   # The sharpest decoder (scale e^-7) centred on the data's bin centres: each pixel's
   # bin holds all but the two tails beyond +-t = (1/512) / e^-7 (one tail for the edge
   # bins 0 and 255, which extend to -inf / +inf).
   sharp = tf.concat([x, tf.fill(x.shape, -7.0)], axis=-1)
-  bpd = heads.bits_per_dim(-mdl.likelihood.discretized_log_prob(sharp, pixels), 32 * 32 * 3).numpy()
+  bpd = likelihoods.bits_per_dim(
+    -mdl.likelihood.discretized_log_prob(sharp, pixels), 32 * 32 * 3
+  ).numpy()
   tail = 0.5 * math.erfc((1.0 / 512.0) / math.exp(-7.0) / math.sqrt(2.0))
   edge = (pixels == 0) | (pixels == 255)
   expected = -np.where(edge, np.log2(1.0 - tail), np.log2(1.0 - 2.0 * tail)).mean(axis=(1, 2, 3))
@@ -256,7 +256,7 @@ def test_decoder_discretised_bits_per_dim_finite_on_8bit_inputs():
 
 def test_discretisation_bins_match_the_data_pixel_scaling():
   # data.to_float maps pixel i to its bin centre (i + 0.5) / 256, and training data lie in
-  # [i/256, (i+1)/256): the bins of heads.discretized_gaussian_log_prob. For a scale wide
+  # [i/256, (i+1)/256): the bins of likelihoods.discretized_gaussian_log_prob. For a scale wide
   # against the bin width, log P(bin i) = log N(to_float(i)) + log(1/256) + the midpoint
   # rule's correction log1p(h^2 (m^2 - 1) / 24) (h: bin width, m: centre, in scales)
   # up to O(h^4); scaling pixels by 1/255 instead would be off by up to ~0.06 nats.
@@ -265,8 +265,8 @@ def test_discretisation_bins_match_the_data_pixel_scaling():
   loc = np.full_like(x, 0.5)
   log_scale = np.full_like(x, math.log(0.1))
   params = tf.constant(np.concatenate([loc, log_scale], axis=-1))
-  lik = heads.GaussianLikelihood()
-  discrete = heads.discretized_gaussian_log_prob(pixels, loc, log_scale=log_scale).numpy()
+  lik = likelihoods.GaussianLikelihood()
+  discrete = likelihoods.discretized_gaussian_log_prob(pixels, loc, log_scale=log_scale).numpy()
   m, h = (x - 0.5) / 0.1, (1.0 / 256.0) / 0.1
   continuous = (
     -0.5 * m**2
@@ -301,7 +301,7 @@ def test_tfds_builder_names_exist_in_installed_tfds(tmp_path, name, builder, sha
   b = tfds.builder(builder, data_dir=str(tmp_path))  # no download: just the builder
   assert b.info.features["image"].shape == shape
   assert b.info.features["image"].dtype == tf.uint8
-  assert export_lib._DEFAULT_SHAPES[name][-1] == 3  # pylint: disable=protected-access
+  assert export._DEFAULT_SHAPES[name][-1] == 3  # pylint: disable=protected-access
 
 
 # ---- 2-step smoke runs of every natural-image gin file ---------------------------
@@ -311,7 +311,7 @@ def _train(gin_file, model_dir):
   gin.clear_config()
   config.parse([gin_file], TINY_CONV)
   try:
-    return train_lib.train(str(model_dir))
+    return train.train(str(model_dir))
   finally:
     gin.clear_config()
 
@@ -361,7 +361,7 @@ def test_two_step_smoke_run_export_and_sample(tmp_path, gin_file):
   assert os.path.isfile(model_dir / "eval" / "metrics.json")
 
   export_dir = model_dir / "saved_model"
-  meta = export_lib.read_metadata(str(export_dir))
+  meta = export.read_metadata(str(export_dir))
   assert meta["image_shape"] == [size, size, 3] and meta["latent_dim"] == D
   assert meta["objective"] == objective and meta["posterior_kind"] == "gaussian"
   assert meta["likelihood"] == "GaussianLikelihood" and meta["training_step"] == 2

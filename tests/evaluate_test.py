@@ -18,10 +18,10 @@ import tensorflow as tf
 from asvae_tf import config
 from asvae_tf import data
 from asvae_tf import evaluation
-from asvae_tf import feature_nets
-from asvae_tf import heads
 from asvae_tf import model as model_lib
 from asvae_tf import train_lib
+from asvae_tf.dists import likelihoods
+from asvae_tf.evaluation import feature_nets
 from conftest import MNIST_DIR, ROOT, TINY_MODEL
 
 MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
@@ -74,7 +74,7 @@ def _linear_gaussian_model(exact):
     objective="vae",
     encoder=lambda name: _Flatten(name=name),
     decoder=_LinearDecoder,
-    likelihood=heads.GaussianLikelihood,
+    likelihood=likelihoods.GaussianLikelihood,
   )
   mdl.build_all()
   s_diag = 1.0 / (1.0 + np.diag(W.T @ W) / S_NOISE**2)
@@ -91,12 +91,10 @@ def _linear_gaussian_model(exact):
 def _inverse_soft_clip(target, posterior):
   """Raw head output whose `flows.soft_clip` is `target` (Newton in float64)."""
   low, high = posterior.min_log_scale, posterior.max_log_scale
-  softplus = lambda v: np.logaddexp(0.0, v)
-  sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))
   x = np.array(target, np.float64)
-  for _ in range(50):
-    f = low + softplus(x - low) - softplus(x - high) - target
-    x = x - f / (sigmoid(x - low) - sigmoid(x - high))
+  for _ in range(50):  # softplus(v) = logaddexp(0, v); its derivative sigmoid(v)
+    f = low + np.logaddexp(0.0, x - low) - np.logaddexp(0.0, x - high) - target
+    x = x - f / (1.0 / (1.0 + np.exp(low - x)) - 1.0 / (1.0 + np.exp(high - x)))
   return x.astype(np.float32)
 
 
@@ -140,7 +138,7 @@ def test_wrong_posterior_elbo_below_and_iwae_rises_to_log_px():
 
 def test_discretized_eval_likelihood_reads_8bit_pixels_from_bin_centres():
   mdl = model_lib.ASVAE(
-    (2, 3, 1), latent_dim=2, objective="vae", likelihood=heads.GaussianLikelihood
+    (2, 3, 1), latent_dim=2, objective="vae", likelihood=likelihoods.GaussianLikelihood
   )
   pixels = np.array([[0, 1, 127], [128, 254, 255]], np.uint8).reshape(1, 2, 3, 1)
   x = tf.constant(data.to_float(pixels, binary=False))
@@ -269,7 +267,7 @@ def test_evaluate_cli_bad_input_exits_2_with_one_line(binary_run, args, needle):
     check=False,
   )
   assert out.returncode == 2, out.stderr[-2000:]
-  lines = [l for l in out.stderr.splitlines() if l.startswith("asvae_tf: error:")]
+  lines = [line for line in out.stderr.splitlines() if line.startswith("asvae_tf: error:")]
   assert len(lines) == 1 and needle in lines[0], out.stderr[-2000:]
   assert "Traceback" not in out.stderr
   assert sorted(os.listdir(binary_run)) == before

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from asvae_tf import config
-from asvae_tf import export_lib
+from asvae_tf import errors
+from asvae_tf import export
 from asvae_tf import model as model_lib
 from asvae_tf import rng
 from asvae_tf import train_lib
@@ -92,7 +93,7 @@ def _env():
 def test_training_exports_with_assets(trained):
   export_dir = trained / "saved_model"
   assert (export_dir / "saved_model.pb").is_file()
-  meta = export_lib.read_metadata(str(export_dir))
+  meta = export.read_metadata(str(export_dir))
   assert meta["training_step"] == 2 and meta["latent_dim"] == D
   assert meta["image_shape"] == [H, W, C] and meta["dataset"] == "synthetic"
   assert meta["posterior_kind"] == "planar" and meta["objective"] == "asvae"
@@ -115,7 +116,7 @@ def test_fresh_tf_only_process_matches_in_process_model(trained, tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   info = json.loads(r.stdout.strip().splitlines()[-1])
   assert not info["tfp"] and not info["asvae_tf"], info
-  assert set(export_lib.SIGNATURES) <= set(info["signatures"])
+  assert set(export.SIGNATURES) <= set(info["signatures"])
   res = np.load(out + ".npz")
   assert res["enc_z"].shape == (6, D) and res["enc_mean"].shape == (6, D)
   assert res["dec"].shape == (6, H, W, C) and res["rec"].shape == (6, H, W, C)
@@ -152,7 +153,7 @@ def test_fresh_tf_only_process_matches_in_process_model(trained, tmp_path):
   z, _ = mdl.encode(tf.constant(x), tf.constant([1, 2]))
   np.testing.assert_allclose(res["enc_z"], z.numpy(), rtol=1e-5, atol=1e-5)
   ll = mdl.iwae_log_likelihood(
-    tf.constant(x), 70, tf.constant([1, 2]), chunk_size=export_lib.IWAE_CHUNK_SIZE
+    tf.constant(x), 70, tf.constant([1, 2]), chunk_size=export.IWAE_CHUNK_SIZE
   )
   np.testing.assert_allclose(res["ll"], ll.numpy(), rtol=1e-5)
   # The bound by hand: k = 1 is the first sample's log weight; k = 3 in chunks of 2
@@ -167,7 +168,7 @@ def test_fresh_tf_only_process_matches_in_process_model(trained, tmp_path):
       mdl.likelihood.log_prob(mdl.decode(z[i]), xt) + model_lib.prior_log_prob(z[i]) - log_q[i]
     ).numpy()
 
-  np.testing.assert_allclose(res["ll1"], log_w(0, 0, export_lib.IWAE_CHUNK_SIZE), rtol=1e-5)
+  np.testing.assert_allclose(res["ll1"], log_w(0, 0, export.IWAE_CHUNK_SIZE), rtol=1e-5)
   by_hand = np.logaddexp.reduce([log_w(0, 0, 2), log_w(0, 1, 2), log_w(1, 0, 2)], axis=0)
   np.testing.assert_allclose(
     mdl.iwae_log_likelihood(xt, 3, seed, chunk_size=2).numpy(), by_hand - np.log(3.0), rtol=1e-5
@@ -331,7 +332,7 @@ def test_export_and_sample_tools(trained, tmp_path):
     timeout=300,
   )
   assert r.returncode == 0, r.stderr[-3000:]
-  assert export_lib.read_metadata(str(export_dir))["training_step"] == 2
+  assert export.read_metadata(str(export_dir))["training_step"] == 2
   out = tmp_path / "png"
   r = subprocess.run(
     [
@@ -373,17 +374,26 @@ def test_export_and_sample_tools(trained, tmp_path):
   assert (out2 / "interpolations.png").exists()
 
 
-def test_export_never_replaces_a_directory_that_is_not_a_saved_model(trained, tmp_path):
-  # A mistyped --export_dir (say, the model_dir itself) must not be deleted.
-  precious = tmp_path / "precious"
-  precious.mkdir()
-  (precious / "checkpoint").write_text("keep me")
-  with pytest.raises(FileExistsError, match="not a SavedModel"):
-    export_lib.export_checkpoint(str(trained), str(precious))
-  assert (precious / "checkpoint").read_text() == "keep me"
-  # An existing SavedModel is replaced, atomically (no .partial left behind).
-  target = tmp_path / "sm"
-  for _ in range(2):
-    export_lib.export_checkpoint(str(trained), str(target))
-  assert (target / "saved_model.pb").is_file()
-  assert not (tmp_path / "sm.partial").exists()
+def test_export_checkpoint_replaces_only_saved_models_and_keeps_the_gin_config(trained, tmp_path):
+  gin.clear_config()
+  with pytest.raises(errors.ConfigError, match="none is parsed"):  # the caller parses
+    export.export_checkpoint(str(trained), str(tmp_path / "sm"))
+  config.parse([str(trained / "operative_config.gin")])
+  before = gin.config_str()
+  try:
+    # A mistyped --export_dir (say, the model_dir itself) must not be deleted.
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "checkpoint").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a SavedModel"):
+      export.export_checkpoint(str(trained), str(precious))
+    assert (precious / "checkpoint").read_text() == "keep me"
+    # An existing SavedModel is replaced, atomically (no .partial left behind).
+    target = tmp_path / "sm"
+    for _ in range(2):
+      export.export_checkpoint(str(trained), str(target))
+    assert (target / "saved_model.pb").is_file()
+    assert not (tmp_path / "sm.partial").exists()
+    assert gin.config_str() == before  # nothing parsed, replaced or cleared
+  finally:
+    gin.clear_config()

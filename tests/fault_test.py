@@ -1,8 +1,9 @@
 """Fault tolerance: SIGKILL at any moment + exact resume, the non-finite guard, bad input.
 
 Kill tests run tools/train.py in subprocesses (always bounded by a timeout and killed in a
-`finally`); the test hook ASVAE_TEST_KILL_AT (train_lib.KILL_ENV) makes the process SIGKILL
-itself at a chosen point of a checkpoint save, including inside TensorFlow's writer.
+`finally`); tests/harness.py (tools/train.py plus --kill_at, a `Hooks` of the trainer) makes
+the process SIGKILL itself at a chosen point of a checkpoint save, including inside
+TensorFlow's writer. NaN steps come from harness.NanAt, passed to `train(hooks=...)`.
 """
 
 import glob
@@ -23,11 +24,13 @@ import tensorflow as tf
 
 from asvae_tf import cli
 from asvae_tf import config
-from asvae_tf import train_lib
+from asvae_tf import train
 from conftest import ROOT, TINY_MODEL, idle_checkpoint_keys
+from harness import NanAt
 
 MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
 TRAIN_PY = os.path.join(ROOT, "tools", "train.py")
+HARNESS_PY = os.path.join(ROOT, "tests", "harness.py")
 
 # A tiny VAE (fast to trace) checkpointing every step: kills land in or between saves.
 PROGRESS = re.compile(r"step \d+/\d+ \|")
@@ -58,11 +61,11 @@ GUARD_RUN = TINY_MODEL + [
 ]
 
 
-def _train(model_dir, bindings):
+def _train(model_dir, bindings, hooks=None):
   gin.clear_config()
   config.parse([MNIST_GIN], list(bindings))
   try:
-    return train_lib.train(str(model_dir))
+    return train.train(str(model_dir), **({"hooks": hooks} if hooks else {}))
   finally:
     gin.clear_config()
 
@@ -88,13 +91,13 @@ def _assert_identical(a, b, skip=()):
 
 def _env(extra=None):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
-  env.pop(train_lib.KILL_ENV, None)
   env.update(extra or {})
   return env
 
 
-def _args(model_dir, bindings):
-  return [sys.executable, TRAIN_PY, f"--gin_file={MNIST_GIN}", f"--model_dir={model_dir}"] + [
+def _args(model_dir, bindings, kill_at=None):
+  tool = [HARNESS_PY, f"--kill_at={kill_at}"] if kill_at else [TRAIN_PY]
+  return [sys.executable, *tool, f"--gin_file={MNIST_GIN}", f"--model_dir={model_dir}"] + [
     f"--gin_param={b}" for b in bindings
   ]
 
@@ -102,9 +105,9 @@ def _args(model_dir, bindings):
 def _run(model_dir, bindings, kill_at=None, kill_after_first_step=None, timeout=120):
   """Runs the CLI; kill_at sets the test hook; kill_after_first_step=s SIGKILLs the
   process s seconds after its first progress line. Returns (returncode, stderr)."""
-  env = _env({train_lib.KILL_ENV: kill_at} if kill_at else None)
+  env = _env()
   proc = subprocess.Popen(
-    _args(model_dir, bindings),
+    _args(model_dir, bindings, kill_at),
     cwd=ROOT,
     env=env,
     stdout=subprocess.DEVNULL,
@@ -117,7 +120,7 @@ def _run(model_dir, bindings, kill_at=None, kill_after_first_step=None, timeout=
   def read():
     for line in proc.stderr:
       lines.append(line)
-      if "train_lib.py" in line and PROGRESS.search(line):  # a training progress line
+      if "actions.py" in line and PROGRESS.search(line):  # a training progress line
         stepped.set()
 
   reader = threading.Thread(target=read, daemon=True)
@@ -221,9 +224,9 @@ def test_nan_step_changes_no_weight_moment_or_iteration(tmp_path):
     + [
       "train.strategy = 'mirrored'",
       "train.checkpoint_every = 1",
-      "train.inject_nan_at_steps = (2,)",
       "train.max_bad_steps = 3",
     ],
+    hooks=NanAt((2,)),
   )
   assert result["guard"] == {"skipped_steps": 1, "rollbacks": 0}
   assert all(np.isfinite(v) for v in result["train"].values())
@@ -260,11 +263,10 @@ def test_bad_streak_rolls_back_and_lowers_the_learning_rate(tmp_path):
       "train.strategy = 'default'",
       "train.num_steps = 6",
       "train.checkpoint_every = 2",
-      "train.inject_nan_at_steps = (3, 4)",
-      "train.inject_nan_passes = 1",
       "train.max_bad_steps = 2",
       "train.rollback_lr_factor = 0.5",
     ],
+    hooks=NanAt((3, 4), passes=1),
   )
   assert result["step"] == 6
   assert result["guard"] == {"skipped_steps": 2, "rollbacks": 1}
@@ -307,17 +309,17 @@ def test_persistent_nan_exhausts_rollbacks_and_exits_2(tmp_path, capsys):
         "train.strategy = 'default'",
         "train.num_steps = 8",
         "train.checkpoint_every = 2",
-        "train.inject_nan_at_steps = (3, 4, 5, 6, 7, 8)",
         "train.max_bad_steps = 2",
         "train.max_rollbacks = 2",
       ],
       str(tmp_path),
+      hooks=NanAt((3, 4, 5, 6, 7, 8)),
     )
   finally:
     gin.clear_config()
   err = capsys.readouterr().err
   assert code == 2
-  lines = [l for l in err.splitlines() if l.strip()]
+  lines = [line for line in err.splitlines() if line.strip()]
   assert len(lines) == 1 and lines[0].startswith("asvae_tf: error: training diverged"), err
   assert "max_rollbacks=2" in lines[0] and "Traceback" not in err
   # Nothing non-finite was saved; the last checkpoint is the good ckpt-2.
@@ -440,11 +442,11 @@ def _bad_setup(tmp_path, trained_dir, params):
 def _one_error_line(stderr, needle):
   assert "Traceback" not in stderr, stderr[-3000:]
   lines = [
-    l
-    for l in stderr.splitlines()
-    if l.strip() and not l.startswith(("W0", "I0", "E0", "WARNING:", "INFO:"))
+    line
+    for line in stderr.splitlines()
+    if line.strip() and not line.startswith(("W0", "I0", "E0", "WARNING:", "INFO:"))
   ]
-  errors = [l for l in lines if "error" in l.lower()]
+  errors = [line for line in lines if "error" in line.lower()]
   assert len(errors) == 1 and errors[0].startswith("asvae_tf: error:"), stderr[-3000:]
   assert needle in errors[0], errors[0]
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from asvae_tf import heads
+from asvae_tf.dists import likelihoods
 from asvae_tf import model as model_lib
 from conftest import tiny_asvae
 
 SEED = tf.constant([5, 6], tf.int32)
 
 
-def _model(objective, kind="planar", likelihood=heads.BernoulliLikelihood):
+def _model(objective, kind="planar", likelihood=likelihoods.BernoulliLikelihood):
   return tiny_asvae(objective, kind, likelihood=likelihood)
 
 
@@ -95,7 +95,7 @@ def test_asvae_terms_are_eq11_of_the_parts():
 
 
 def test_straight_through_decoder_samples_are_binary():
-  mdl = _model("asvae", likelihood=lambda: heads.BernoulliLikelihood("straight_through"))
+  mdl = _model("asvae", likelihood=lambda: likelihoods.BernoulliLikelihood("straight_through"))
   for mode in ("generator", "discriminator"):
     xp = mdl.terms(_x(), SEED, mode, training=False).xp.numpy()
     assert set(np.unique(xp)) <= {0.0, 1.0}

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from asvae_tf import config
-from asvae_tf import train_lib
+from asvae_tf import train
 from conftest import ROOT, TINY_MODEL, idle_checkpoint_keys
 
 MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
@@ -61,7 +61,6 @@ def _start_worker(index, ports, model_dir, log_path):
   env = dict(
     os.environ, TF_CONFIG=json.dumps(tf_config), CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2"
   )
-  env.pop(train_lib.KILL_ENV, None)
   args = [
     sys.executable,
     TRAIN_PY,
@@ -107,7 +106,7 @@ def _state(path):
 
 def _digest(log_path):
   with open(log_path) as f:
-    lines = [l for l in f if "final weights sha256 " in l]
+    lines = [line for line in f if "final weights sha256 " in line]
   assert len(lines) == 1, open(log_path).read()[-3000:]
   return lines[0].split("final weights sha256 ")[1].split()[0]
 
@@ -120,7 +119,7 @@ def test_two_workers_match_each_other_and_one_worker(tmp_path):
   try:
     procs = [_start_worker(i, ports, model_dir, logs[i]) for i in range(2)]
     finished = _wait_all(procs, time.monotonic() + DEADLINE)
-    tails = [open(l).read()[-3000:] for l in logs]
+    tails = [open(line).read()[-3000:] for line in logs]
     assert finished, f"2-worker run exceeded {DEADLINE}s: {tails}"
     assert [p.returncode for p in procs] == [0, 0], tails
   finally:
@@ -142,7 +141,7 @@ def test_two_workers_match_each_other_and_one_worker(tmp_path):
   gin.clear_config()
   config.parse([MNIST_GIN], RUN + ["train.strategy = 'mirrored'"])
   try:
-    train_lib.train(str(tmp_path / "one"))
+    train.train(str(tmp_path / "one"))
   finally:
     gin.clear_config()
   one = _state(tf.train.latest_checkpoint(str(tmp_path / "one" / "checkpoints")))

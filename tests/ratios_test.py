@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from asvae_tf import heads
+from asvae_tf.dists import likelihoods
 from asvae_tf import losses
 from asvae_tf import rng
 from asvae_tf import ratios
@@ -236,7 +236,7 @@ def test_linear_straight_through_gradient_does_not_vanish_when_saturated():
     ("straight_through", 0.0),
     ("straight_through_linear", 1 / (4 * 0.5)),
   ):
-    head = heads.BernoulliLikelihood(reparam, temperature=0.5)
+    head = likelihoods.BernoulliLikelihood(reparam, temperature=0.5)
     with tf.GradientTape() as tape:
       tape.watch(logits)
       x = head.rsample(logits, noise=u)

@@ -31,7 +31,10 @@ def test_replicas_get_their_rows_of_the_global_draw():
     return strategy.run(fn)
 
   normal, uniform, dropped = run()
-  got = lambda v: np.concatenate([t.numpy() for t in strategy.experimental_local_results(v)])
+
+  def got(v):
+    return np.concatenate([t.numpy() for t in strategy.experimental_local_results(v)])
+
   np.testing.assert_array_equal(got(normal), rng.normal([6, 2], seed).numpy())
   np.testing.assert_array_equal(got(uniform), rng.uniform([6, 2], seed).numpy())
   np.testing.assert_array_equal(got(dropped), rng.dropout(tf.ones([6, 4]), 0.5, seed).numpy())

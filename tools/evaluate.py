@@ -14,13 +14,13 @@ model_dir/summaries/eval. Bad input ends with exit code 2 and one line.
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
+
+from asvae_tf import cli
+from asvae_tf import errors
+from asvae_tf import evaluation
+from asvae_tf import registry
 
 flags.DEFINE_string("model_dir", None, "Training model_dir (holds operative_config.gin).")
 flags.DEFINE_string("checkpoint", None, "'latest' (default), 'best', or a checkpoint prefix.")
@@ -36,13 +36,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from asvae_tf import cli  # pylint: disable=g-import-not-at-top
-  from asvae_tf import config
-  from asvae_tf import data
-  from asvae_tf import evaluation
-
+  del argv
   if not FLAGS.model_dir:
     return cli.fail("--model_dir is required")
   operative = os.path.join(FLAGS.model_dir, "operative_config.gin")
@@ -55,19 +49,15 @@ def main(argv):
     params.append(f"evaluate.inception_weights = {json.dumps(FLAGS.inception_weights)}")
   if FLAGS.classifier_dir:
     params.append(f"evaluate.classifier_dir = {json.dumps(FLAGS.classifier_dir)}")
-  try:
-    config.parse([operative] + list(FLAGS.gin_file), params)
-  except (FileNotFoundError, ValueError, KeyError, SyntaxError) as e:
-    return cli.fail(f"bad gin configuration: {' '.join(str(e).split())}")
+  registry.parse_model_dir(FLAGS.model_dir, FLAGS.gin_file, params)
   try:
     metrics = evaluation.evaluate(FLAGS.model_dir, checkpoint=FLAGS.checkpoint)
-  except (FileNotFoundError, data.DataError, config.ConfigError, FloatingPointError) as e:
-    return cli.fail(" ".join(str(e).split()))
+  except FloatingPointError as e:  # a non-finite bound (a diverged checkpoint)
+    return cli.fail(errors.one_line(e))
   print(evaluation.format_table(metrics))
   print(f"wrote {metrics['metrics_file']}")
   return 0
 
 
 if __name__ == "__main__":
-  logging.set_verbosity(logging.INFO)
-  app.run(main)
+  cli.main(main)

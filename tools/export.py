@@ -9,13 +9,14 @@ the latest checkpoint of model_dir/checkpoints.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
+
+from asvae_tf import cli
+from asvae_tf import errors
+from asvae_tf import export
+from asvae_tf import registry
 
 flags.DEFINE_string("model_dir", None, "Training model_dir (holds operative_config.gin).")
 flags.DEFINE_string(
@@ -26,24 +27,21 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from asvae_tf import cli  # pylint: disable=g-import-not-at-top
-  from asvae_tf import export_lib
-
+  del argv
   if not FLAGS.model_dir or not FLAGS.export_dir:
     return cli.fail("--model_dir and --export_dir are required")
+  operative = os.path.join(FLAGS.model_dir, export.CONFIG_FILE)
+  if not os.path.isfile(operative):
+    return cli.fail(f"no {export.CONFIG_FILE} in model_dir {FLAGS.model_dir}")
+  registry.parse_model_dir(FLAGS.model_dir)  # the model is built from its gin config
   try:
-    export_dir, ckpt = export_lib.export_checkpoint(
-      FLAGS.model_dir, FLAGS.export_dir, FLAGS.checkpoint
-    )
-  except (FileNotFoundError, FileExistsError, ValueError) as e:
-    return cli.fail(" ".join(str(e).split()))
+    export_dir, ckpt = export.export_checkpoint(FLAGS.model_dir, FLAGS.export_dir, FLAGS.checkpoint)
+  except ValueError as e:  # e.g. a checkpoint prefix that is not a checkpoint
+    return cli.fail(errors.one_line(e))
   logging.info("exported %s to %s", ckpt, export_dir)
   print(f"exported {ckpt} -> {export_dir}")
   return 0
 
 
 if __name__ == "__main__":
-  logging.set_verbosity(logging.INFO)
-  app.run(main)
+  cli.main(main)

@@ -15,13 +15,11 @@ numbers beside ours. Meant for users with the data and a GPU: full scale takes d
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
+
+from asvae_tf import cli
+from asvae_tf import experiments
 
 flags.DEFINE_enum("table", None, ["1", "2", "3"], "Paper table to reproduce.")
 flags.DEFINE_string("work_dir", None, "Default runs/reproduce_table<N>[_quick].")
@@ -35,13 +33,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from asvae_tf import cli  # pylint: disable=g-import-not-at-top
-  from asvae_tf import config
-  from asvae_tf import data
-  from asvae_tf import experiments
-
+  del argv
   if not FLAGS.table:
     return cli.fail("--table=1|2|3 is required")
   table = int(FLAGS.table)
@@ -53,17 +45,13 @@ def main(argv):
     evals.append(f"evaluate.inception_weights = {json.dumps(FLAGS.inception_weights)}")
   if FLAGS.classifier_dir:
     evals.append(f"evaluate.classifier_dir = {json.dumps(FLAGS.classifier_dir)}")
-  try:
-    _, text = experiments.reproduce(
-      table, work_dir, FLAGS.gin_param, evals, models=FLAGS.models, quick=FLAGS.quick
-    )
-  except (FileNotFoundError, ValueError, KeyError, data.DataError, config.ConfigError) as e:
-    return cli.fail(" ".join(str(e).split()))
+  _, text = experiments.reproduce(
+    table, work_dir, FLAGS.gin_param, evals, models=FLAGS.models, quick=FLAGS.quick
+  )
   print(text)
   print(f"wrote {os.path.join(work_dir, f'table{table}')}.md/.json")
   return 0
 
 
 if __name__ == "__main__":
-  logging.set_verbosity(logging.INFO)
-  app.run(main)
+  cli.main(main)

@@ -17,12 +17,17 @@ Writes to --out_dir:
 
 import math
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from asvae_tf import cli
+from asvae_tf import data
+from asvae_tf import errors
+from asvae_tf import gin_config
+from asvae_tf import registry
+from asvae_tf.images import grid, write_png
 
 flags.DEFINE_string("saved_model", None, "Exported SavedModel directory.")
 flags.DEFINE_string(
@@ -39,62 +44,24 @@ STEPS = 10  # images per interpolation strip
 PAIRS_PER_ROW = 4  # test/reconstruction pairs per grid row
 
 
-def grid(images, cols):
-  """[n, H, W, C] float in [0, 1] -> uint8 [rows*H, cols*W, C] (unused cells black)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  n, h, w, c = images.shape
-  rows = int(math.ceil(n / cols))
-  out = np.zeros((rows * h, cols * w, c), np.float32)
-  for i in range(n):
-    r, q = divmod(i, cols)
-    out[r * h : (r + 1) * h, q * w : (q + 1) * w] = images[i]
-  return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def write_png(array, path):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
-  if array.shape[-1] == 1:
-    Image.fromarray(array[..., 0], mode="L").save(path)
-  elif array.shape[-1] == 3:
-    Image.fromarray(array, mode="RGB").save(path)
-  else:
-    raise ValueError(f"PNG needs 1 or 3 channels, got {array.shape[-1]}")
-
-
 def _test_images(model_dir, n):
   """float32 [n, H, W, C] test images of model_dir's dataset, or None with a note."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from asvae_tf import config, data
-
-  gin.clear_config()
   try:
-    config.parse([os.path.join(model_dir, "operative_config.gin")])
-    splits = data.load_splits()
-  except Exception as e:  # pylint: disable=broad-except
-    print(f"note: no test images ({' '.join(str(e).split())}); skipping reconstructions")
+    with gin_config.fresh():
+      registry.parse_model_dir(model_dir)
+      splits = data.load_splits()
+  except Exception as e:  # pylint: disable=broad-except  (samples still get written)
+    print(f"note: no test images ({errors.one_line(e)}); skipping reconstructions")
     return None
-  finally:
-    gin.clear_config()
   return data.to_float(splits.test[:n], splits.binary)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv
   if bool(FLAGS.saved_model) == bool(FLAGS.model_dir) or not FLAGS.out_dir:
-    print(
-      "asvae_tf: error: give --out_dir and exactly one of --saved_model, --model_dir",
-      file=sys.stderr,
-    )
-    return 2
+    return cli.fail("give --out_dir and exactly one of --saved_model, --model_dir")
   if FLAGS.num <= 0:
-    print("asvae_tf: error: --num must be >= 1", file=sys.stderr)
-    return 2
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
-
+    return cli.fail("--num must be >= 1")
   export_dir = FLAGS.saved_model or os.path.join(FLAGS.model_dir, "saved_model")
   m = tf.saved_model.load(export_dir)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
@@ -135,4 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.main(main)

@@ -10,14 +10,11 @@ t10k. Writes output_dir/classifier.keras and output_dir/classifier.json; pass
 --classifier_dir=output_dir to tools/evaluate.py.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
+
+from asvae_tf import cli
+from asvae_tf import errors
+from asvae_tf.evaluation import feature_nets
 
 flags.DEFINE_string("data_dir", None, "Directory with MNIST IDX image and label files.")
 flags.DEFINE_string("output_dir", "runs/mnist_classifier", "Where the classifier is saved.")
@@ -29,12 +26,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from asvae_tf import cli  # pylint: disable=g-import-not-at-top
-  from asvae_tf import data
-  from asvae_tf import feature_nets
-
+  del argv
   if not FLAGS.data_dir:
     return cli.fail("--data_dir is required (e.g. --data_dir=../shared/data/mnist)")
   try:
@@ -46,8 +38,8 @@ def main(argv):
       FLAGS.seed,
       FLAGS.max_train_examples,
     )
-  except (data.DataError, ValueError, OSError) as e:
-    return cli.fail(" ".join(str(e).split()))
+  except (ValueError, OSError) as e:  # bad data (DataError) or an unwritable output_dir
+    return cli.fail(errors.one_line(e))
   print(
     f"classifier ({meta['data']}, {meta['num_train']} training images): test accuracy "
     f"{meta['test_accuracy']:.4f} on {meta['num_test']} images -> {FLAGS.output_dir}"
@@ -56,5 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  logging.set_verbosity(logging.INFO)
-  app.run(main)
+  cli.main(main)

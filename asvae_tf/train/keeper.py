@@ -1,0 +1,100 @@
+"""The training run's checkpoints: save (with the hooks' save points), restore, best weights.
+
+Kill safety: `tf.train.CheckpointManager` writes a checkpoint's files (shards in
+`ckpt-N_temp/`, then merged into `ckpt-N.index` / `.data-*`) BEFORE it rewrites the
+`checkpoint` state file (atomically, by rename), and resumption only follows that state
+file, so a process killed at any point resumes from the last complete checkpoint.
+
+model_dir/checkpoints/ckpt-<step>.*  model, both optimizers, step, early-stopping and guard
+                                     state (`Trainer.checkpointed`)
+model_dir/best/ckpt-<step>.*         weights with the best validation early-stopping metric
+"""
+
+import os
+
+import tensorflow as tf
+
+from asvae_tf import gin_config
+from asvae_tf.errors import CheckpointMismatchError, ConfigError, one_line
+from asvae_tf.train.hooks import NO_HOOKS
+
+GUARD_STATE = ("consecutive_bad_steps", "rollbacks")
+
+
+class CheckpointKeeper:
+  """Saves and restores the full training state of a Trainer under write_dir.
+
+  checkpoint: the run's tf.train.Checkpoint of trainer.checkpointed() (the one a resume
+    restored into: its save_counter continues).
+  """
+
+  def __init__(self, trainer, checkpoint, write_dir, keep, hooks=NO_HOOKS):
+    self.trainer = trainer
+    self.hooks = hooks
+    self.checkpoint = checkpoint
+    self.manager = tf.train.CheckpointManager(
+      self.checkpoint,
+      os.path.join(write_dir, "checkpoints"),
+      max_to_keep=keep,
+      step_counter=trainer.step,
+    )
+    self.best = tf.train.CheckpointManager(
+      tf.train.Checkpoint(model=trainer.model, step=trainer.step),
+      os.path.join(write_dir, "best"),
+      max_to_keep=1,
+      step_counter=trainer.step,
+    )
+
+  def save(self, step):
+    """Writes ckpt-<step> and returns its prefix (hooks run at each save point)."""
+    self.hooks.before_save(step)
+    with self.hooks.saving(step):
+      path = self.manager.save(checkpoint_number=step, options=self.hooks.checkpoint_options(step))
+    self.hooks.after_save(step)
+    return path
+
+  def save_best(self, step):
+    return self.best.save(checkpoint_number=step)
+
+  def restore(self, path):
+    """Restores path into the trainer; restore_training_state's errors."""
+    restore_training_state(self.checkpoint, path, self.trainer)
+
+
+def latest(model_dir):
+  """Prefix of the latest complete training checkpoint in model_dir, or None."""
+  return tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+
+
+def restore_training_state(ckpt, path, trainer=None):
+  """Restores path into ckpt; a checkpoint of another model -> CheckpointMismatchError.
+
+  Checkpoints written before the non-finite guard existed (no guard state) restore
+  everything else, strictly, with the guard state left at zero.
+  """
+  try:
+    names = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
+    if trainer is not None and not names.issuperset(GUARD_STATE):
+      ckpt = tf.train.Checkpoint(
+        **{k: v for k, v in trainer.checkpointed().items() if k not in GUARD_STATE}
+      )
+    ckpt.restore(path).assert_consumed()
+  except (AssertionError, ValueError, tf.errors.OpError) as e:
+    raise CheckpointMismatchError(
+      f"cannot resume from {path}: it does not match the configured model (another "
+      f"architecture, objective or image shape?); train into a new --model_dir or use the "
+      f"gin config it was trained with ({one_line(e, 300)})"
+    ) from None
+
+
+def check_same_early_stopping_metric(model_dir, metric):
+  """The checkpointed best validation value is in the units of the run's early-stopping
+  metric (recon ~0.05, -ELBO ~100 nats): resuming with the other metric would compare the
+  two. ConfigError if model_dir/operative_config.gin names another one."""
+  previous = gin_config.operative_value(model_dir, "train.early_stopping_metric", "recon")
+  if previous != metric:
+    raise ConfigError(
+      f"{model_dir} was trained with train.early_stopping_metric={previous!r}; resuming with "
+      f"{metric!r} would compare its best value in other units: keep {previous!r} or train "
+      f"into a new --model_dir"
+    )

@@ -1,0 +1,50 @@
+"""The package's one error hierarchy, and the one-line form the command-line tools print.
+
+Every error a user can cause by configuration, data or a model_dir is an `AsvaeError`;
+`cli.main` turns it into exit code 2 and ONE line on stderr. Each class also derives from
+the builtin it refines (ValueError, RuntimeError), so `except ValueError` keeps working.
+
+  AsvaeError
+    ConfigError               a bad gin value or flag (also raised for impossible settings)
+      GinError                a gin file or binding gin rejects ("bad gin configuration: ...")
+        GinFileNotFoundError  a gin file that does not exist (also a FileNotFoundError)
+      CheckpointMismatchError a checkpoint that does not match the configured model
+    DataError                 missing, unreadable or malformed data
+    TrainingDivergedError     non-finite steps persisted through every allowed rollback
+"""
+
+
+class AsvaeError(Exception):
+  """Base class of the errors reported as one line with exit code 2."""
+
+
+class ConfigError(AsvaeError, ValueError):
+  """A bad configuration value (reported by the CLIs as one line, exit code 2)."""
+
+
+class GinError(ConfigError):
+  """A gin file or binding that gin rejects (unknown name, syntax error, missing file)."""
+
+
+class GinFileNotFoundError(GinError, FileNotFoundError):
+  """A gin file that does not exist."""
+
+
+class CheckpointMismatchError(ConfigError):
+  """A checkpoint that does not match the configured model."""
+
+
+class DataError(AsvaeError, ValueError):
+  """Bad or missing data (reported by the CLIs as one line, exit code 2)."""
+
+
+class TrainingDivergedError(AsvaeError, RuntimeError):
+  """Non-finite steps persisted through train.max_rollbacks rollbacks."""
+
+
+def one_line(error, limit=None):
+  """str(error) with all whitespace runs collapsed to single spaces, cut at `limit` chars."""
+  text = " ".join(str(error).split())
+  if limit is not None and len(text) > limit:
+    text = text[:limit] + "..."
+  return text

@@ -1,0 +1,98 @@
+"""Stateless, replica-invariant random noise.
+
+Every random draw in asvae_tf is a pure function of an int32 seed of shape [2]
+(`tf.random.stateless_*`), so a training run is reproducible from (train.seed,
+step) alone and resuming needs no RNG state beyond the step counter.
+
+Under a `tf.distribute` strategy each replica sees only its slice of the global
+batch. To make a run independent of the number of replicas, the helpers here
+draw the noise of the WHOLE global batch (per-replica batch x
+num_replicas_in_sync rows) from the shared seed and keep this replica's rows.
+Row i of the global batch therefore gets the same noise whether it is processed
+on one device or on replica i // b of R devices. Outside a strategy (eval,
+export) this is an ordinary stateless draw.
+"""
+
+import tensorflow as tf
+
+
+def split(seed, n):
+  """Splits a stateless seed [2] into n independent seeds, shape [n, 2]."""
+  return tf.random.experimental.stateless_split(seed, num=n)
+
+
+def fold_in(seed, data):
+  """Derives a seed [2] from `seed` [2] and an integer `data` (int or int tensor)."""
+  return tf.random.experimental.stateless_fold_in(seed, tf.cast(data, tf.int32))
+
+
+def step_seed(base_seed, step):
+  """Seed [2] for global training step `step` of a run seeded with `base_seed` (int)."""
+  return fold_in(tf.constant([int(base_seed), 0x5EED], tf.int32), tf.cast(step, tf.int32))
+
+
+# ---- named seed streams -----------------------------------------------------------
+# Every draw of a run derives from (train.seed, stream): a stream name maps to a FIXED
+# integer forever (changing one would change every run's numbers and break resumption of
+# old runs). Per-step streams fold into step_seed(seed, step); run streams are
+# [seed, <int>] seeds of their own.
+STEP_STREAMS = {"generator_update": 0, "discriminator_update": 1}  # + k for update k
+RUN_STREAMS = {"summary_images": 1, "validation": 2, "evaluation": 7}
+
+
+def update_seed(step_seed_, mode, k=0):
+  """Seed [2] of update k (0-based) of `mode` ('generator'/'discriminator') in a step.
+
+  The generator update folds in 0, discriminator update k folds in k + 1."""
+  return fold_in(step_seed_, STEP_STREAMS[f"{mode}_update"] + k)
+
+
+def run_seed(seed, stream):
+  """Seed [2] of run-level stream `stream` (a RUN_STREAMS name) of a run seeded `seed`."""
+  return tf.constant([int(seed), RUN_STREAMS[stream]], tf.int32)
+
+
+def _replica_position():
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None:  # Cross-replica context: behave like one replica.
+    return 0, 1
+  return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+
+def _draw(sampler, shape, seed, dtype):
+  """shape: a list of ints or an int tensor [rank]. Philox: fast under XLA too."""
+  replica_id, num_replicas = _replica_position()
+  if num_replicas == 1:
+    return sampler(shape, seed=seed, dtype=dtype, alg="philox")
+  if isinstance(shape, (list, tuple, tf.TensorShape)):
+    full_shape = [num_replicas] + list(shape)
+  else:
+    full_shape = tf.concat([[num_replicas], tf.cast(shape, tf.int32)], 0)
+  return tf.gather(sampler(full_shape, seed=seed, dtype=dtype, alg="philox"), replica_id)
+
+
+def normal(shape, seed, dtype=tf.float32):
+  """Standard normal noise of `shape` (rows = per-replica batch), replica-invariant."""
+  return _draw(tf.random.stateless_normal, shape, seed, dtype)
+
+
+def uniform(shape, seed, dtype=tf.float32):
+  """U[0, 1) noise of `shape` (rows = per-replica batch), replica-invariant."""
+  return _draw(tf.random.stateless_uniform, shape, seed, dtype)
+
+
+def dropout(x, rate, seed):
+  """Inverted dropout of x [b, ...] with a replica-invariant stateless mask.
+
+  Args:
+    x: float tensor [b, ...].
+    rate: Python float in [0, 1), fraction of units dropped.
+    seed: int32 [2].
+  Returns:
+    Tensor like x: x * mask / (1 - rate), mask ~ Bernoulli(1 - rate).
+  """
+  if not rate:
+    return x
+  shape = x.shape.as_list() if x.shape.is_fully_defined() else tf.shape(x)
+  keep = uniform(shape, seed, x.dtype) >= rate
+  return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))

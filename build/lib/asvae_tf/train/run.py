@@ -1,0 +1,187 @@
+"""`train` (gin `train`): checks the settings, builds everything, resumes, runs the Controller."""
+
+import os
+
+from absl import logging
+import gin
+import keras
+import tensorflow as tf
+
+from asvae_tf import data
+from asvae_tf import gin_config
+from asvae_tf import model as model_lib
+from asvae_tf.errors import ConfigError
+from asvae_tf.train import actions
+from asvae_tf.train import controller as controller_lib
+from asvae_tf.train import keeper as keeper_lib
+from asvae_tf.train import strategy as strategy_lib
+from asvae_tf.train.hooks import NO_HOOKS
+from asvae_tf.train.trainer import Trainer
+
+
+def _check_int(name, value, minimum):
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ConfigError(f"train.{name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_settings(num_steps, batch_size, seed, max_bad_steps, max_rollbacks,
+                   rollback_lr_factor, early_stopping_metric, adversarial_warmup_steps):  # fmt: skip
+  """ConfigError (one line) for the first bad `train.*` value."""
+  if num_steps <= 0:
+    raise ConfigError(f"train.num_steps must be positive, got {num_steps}")
+  if batch_size <= 0:
+    raise ConfigError(f"train.batch_size must be positive, got {batch_size}")
+  if not 0 <= seed < 2**31:
+    raise ConfigError(f"train.seed must be in [0, 2**31), got {seed}")
+  _check_int("max_bad_steps", max_bad_steps, 1)
+  _check_int("max_rollbacks", max_rollbacks, 0)
+  if not (isinstance(rollback_lr_factor, (int, float)) and 0 < rollback_lr_factor <= 1):
+    raise ConfigError(f"train.rollback_lr_factor must be in (0, 1], got {rollback_lr_factor!r}")
+  if early_stopping_metric not in actions.EARLY_STOPPING_METRICS:
+    raise ConfigError(
+      f"train.early_stopping_metric must be one of {actions.EARLY_STOPPING_METRICS}, got "
+      f"{early_stopping_metric!r}"
+    )
+  _check_int("adversarial_warmup_steps", adversarial_warmup_steps, 0)
+
+
+@gin.configurable("train", denylist=["model_dir", "hooks"])
+def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_every=1000,
+          summary_every=100, validate_every=1000, image_every=5000, discriminator_steps=1,
+          strategy="mirrored", jit_compile=False, early_stopping_patience=0,
+          early_stopping_metric="recon", adversarial_warmup_steps=0, keep_checkpoints=3,
+          max_bad_steps=10, max_rollbacks=3, rollback_lr_factor=0.5, hooks=NO_HOOKS):  # fmt: skip
+  """Trains the gin-configured model on the gin-configured dataset.
+
+  Args:
+    model_dir: output directory (layout: see controller.py).
+    num_steps: total generator steps (each consumes one global batch).
+    batch_size: GLOBAL batch size (split over replicas; per-replica size must be even).
+    seed: run seed; noise and data order are pure functions of (seed, step).
+    checkpoint_every, summary_every, validate_every, image_every: in steps (0 = never;
+      a checkpoint is always written at the end).
+    discriminator_steps: discriminator updates per generator update.
+    strategy: "mirrored", "default" or "multi_worker" (TF_CONFIG).
+    jit_compile: XLA-compile the per-replica loss/gradient computation.
+    early_stopping_patience: stop after this many validations without improvement of
+      the early-stopping metric; 0 = off (the best checkpoint is still kept).
+    early_stopping_metric: "recon" (the average validation reconstruction loss of x
+      and z, section 5) or "elbo" (the validation -ELBO, nats). Decides best/.
+    adversarial_warmup_steps: the learned ratio terms of eq. (11) (a joint f, or an
+      explicit f's residual) are weighted min(1, (step + 1) / W) in the generator
+      update; 0 = no warm-up.
+    keep_checkpoints: how many recent checkpoints to keep.
+    max_bad_steps: consecutive non-finite (skipped) steps that trigger a rollback.
+    max_rollbacks: rollbacks allowed in the whole run; one more bad streak stops
+      training with TrainingDivergedError.
+    rollback_lr_factor: each rollback multiplies both learning rates by this (1 = keep).
+    hooks: a `hooks.Hooks` (test harnesses; not gin-configurable). Default: none.
+  Returns:
+    dict with the final step, the last training metrics, the last validation metrics,
+    "guard" ({"skipped_steps", "rollbacks"}) and "weights_sha256" (digest of all model and
+    optimizer variables and the step).
+  Raises:
+    errors.ConfigError (incl. CheckpointMismatchError), errors.DataError: bad settings.
+    errors.TrainingDivergedError: non-finite steps persisted through max_rollbacks rollbacks.
+  """
+  check_settings(num_steps, batch_size, seed, max_bad_steps, max_rollbacks, rollback_lr_factor,
+                 early_stopping_metric, adversarial_warmup_steps)  # fmt: skip
+  strat = strategy_lib.make_strategy(strategy)
+  strategy_lib.per_replica_batch(batch_size, strat)
+  splits = data.load_splits()
+  logging.info("data: %s", splits.note)
+  logging.info("strategy: %s with %d replica(s); global batch %d", strategy,
+               strat.num_replicas_in_sync, batch_size)  # fmt: skip
+  keras.utils.set_random_seed(seed)  # Deterministic weight initialisation.
+  with strat.scope():
+    mdl = model_lib.build_for_data(splits)
+  trainer = Trainer(strat, mdl, batch_size, seed, discriminator_steps, jit_compile,
+                    max_bad_steps=max_bad_steps,
+                    adversarial_warmup_steps=adversarial_warmup_steps, hooks=hooks)  # fmt: skip
+  # Everything that can fail on bad input happens before anything is written.
+  latest, configured_rates = _resume(model_dir, trainer, early_stopping_metric,
+                                     rollback_lr_factor)  # fmt: skip
+  start = int(trainer.step.numpy())
+  result = {"step": start, "train": {}, "validation": {},
+            "guard": {"skipped_steps": 0, "rollbacks": int(trainer.rollbacks.numpy())}}  # fmt: skip
+  if start >= num_steps or bool(trainer.stopped_early.numpy()):
+    logging.info("nothing to do: step %d of %d%s", start, num_steps,
+                 " (stopped early)" if trainer.stopped_early.numpy() else "")  # fmt: skip
+    result["weights_sha256"] = trainer.weights_digest()
+    return result
+  val_batches = actions.validation_batches(splits, batch_size, seed)
+  if early_stopping_patience and not val_batches:
+    raise ConfigError(
+      "train.early_stopping_patience needs a validation split; "
+      "set dataset.validation_size > 0 or the patience to 0"
+    )
+
+  def make_iterator(step):
+    return iter(strat.distribute_datasets_from_function(
+      lambda ctx: data.train_dataset(splits.train, batch_size, seed, splits.binary,
+                                     start_step=step, input_context=ctx)))  # fmt: skip
+
+  settings = dict(seed=seed, num_steps=num_steps, keep_checkpoints=keep_checkpoints,
+                  early_stopping_metric=early_stopping_metric,
+                  early_stopping_patience=early_stopping_patience,
+                  periods={"checkpoint": checkpoint_every, "summary": summary_every,
+                           "validation": validate_every, "images": image_every},
+                  guard={"max_bad_steps": max_bad_steps, "max_rollbacks": max_rollbacks,
+                         "rollback_lr_factor": rollback_lr_factor,
+                         "configured_rates": configured_rates})  # fmt: skip
+  write_dir = strategy_lib.write_dir(model_dir, strat)
+  try:
+    return _run(trainer, splits, val_batches, make_iterator, model_dir, write_dir, latest,
+                result, settings, hooks)  # fmt: skip
+  finally:
+    if write_dir != model_dir:  # a non-chief's temporary dir (TF's pattern)
+      tf.io.gfile.rmtree(write_dir)
+      logging.info("removed worker temporary dir %s", write_dir)
+
+
+def _resume(model_dir, trainer, early_stopping_metric, rollback_lr_factor):
+  """Restores model_dir's latest checkpoint, if any; returns (its prefix or None, the
+  gin-configured learning rates)."""
+  latest = keeper_lib.latest(model_dir)
+  configured_rates = [float(opt.learning_rate.numpy()) for opt in (trainer.g_opt, trainer.d_opt)]
+  if latest:
+    keeper_lib.check_same_early_stopping_metric(model_dir, early_stopping_metric)
+    keeper_lib.restore_training_state(tf.train.Checkpoint(**trainer.checkpointed()), latest,
+                                      trainer)  # fmt: skip
+    controller_lib.set_learning_rates(trainer, configured_rates, rollback_lr_factor)
+    logging.info("resumed from %s at step %d", latest, int(trainer.step.numpy()))
+  return latest, configured_rates
+
+
+def _run(trainer, splits, val_batches, make_iterator, model_dir, write_dir, latest, result,
+         settings, hooks):  # fmt: skip
+  """Sets up checkpoints, summaries and actions in write_dir; runs the Controller."""
+  chief = strategy_lib.is_chief(trainer.strategy)
+  keeper = keeper_lib.CheckpointKeeper(trainer, write_dir, settings["keep_checkpoints"], hooks)
+  gin_config.write_operative_config(write_dir)
+  writers = [tf.summary.create_file_writer(os.path.join(write_dir, "summaries", kind))
+             for kind in ("train", "validation")]  # fmt: skip
+  seed, num_steps = settings["seed"], settings["num_steps"]
+  acts = {
+    "summary": actions.TrainSummaries(writers[0], settings["periods"]["summary"], trainer,
+                                      num_steps, chief),
+    "images": actions.ImageSummaries(writers[0], trainer.model, seed,
+                                     _image_inputs(splits, val_batches)) if chief else None,
+    "validation": actions.Validation(writers[1], trainer, keeper, val_batches, seed,
+                                     settings["early_stopping_metric"],
+                                     settings["early_stopping_patience"], chief)
+    if val_batches else None,
+  }  # fmt: skip
+  ctl = controller_lib.Controller(trainer, keeper, make_iterator, num_steps, settings["periods"],
+                                  acts, settings["guard"])  # fmt: skip
+  result = ctl.run(int(trainer.step.numpy()), latest, result)
+  return controller_lib.finish(trainer, result, write_dir, model_dir, chief, splits.name, writers)
+
+
+def _image_inputs(splits, val_batches):
+  """float32 [32, H, W, C] inputs of the reconstruction summaries, or None."""
+  if val_batches:
+    return val_batches[0][:32]
+  if len(splits.test):
+    return tf.constant(data.to_float(splits.test[:32], splits.binary))
+  return None

@@ -1,0 +1,276 @@
+"""The per-step trainer: tf.function -> strategy.run -> strategy.reduce, with a finite guard.
+
+Pattern (as in tensorflow/models orbit's StandardTrainer): everything is built under
+`strategy.scope()`; a `tf.function` loop pulls per-replica batches from a distributed
+iterator, runs the per-replica step with `strategy.run` and reduces the metrics with
+`strategy.reduce`. Per-replica losses are averaged with the GLOBAL batch size
+(`tf.nn.compute_average_loss`) because Keras 3 optimizers sum gradients over replicas.
+One step = `discriminator_steps` discriminator updates (eqs. 5, 6) + one generator update
+(eq. 11; the VAE: eq. 1 only).
+
+Determinism: the noise of global step s is keyed on (train.seed, s) (`rng.step_seed`,
+`rng.update_seed`), so the checkpointed step counter IS the RNG state.
+
+Non-finite guard: every update checks its loss and gradients with `tf.math.is_finite`,
+agrees on the verdict over all replicas and workers (all-reduce) and applies the
+optimizer only when everything is finite (`tf.cond`), so a bad step leaves weights, Adam
+moments and optimizer iterations untouched (the data position still advances).
+`consecutive_bad` counts the current streak; the controller rolls back on a long one.
+"""
+
+import hashlib
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from asvae_tf import optimizers
+from asvae_tf import rng
+from asvae_tf.train.hooks import NO_HOOKS
+
+
+class Trainer:
+  """Holds the built model, optimizers, checkpointing and the compiled functions."""
+
+  def __init__(
+    self,
+    strategy,
+    mdl,
+    global_batch_size,
+    seed,
+    disc_steps,
+    jit_compile,
+    max_bad_steps=10,
+    adversarial_warmup_steps=0,
+    hooks=NO_HOOKS,
+  ):
+    self.strategy = strategy
+    self.model = mdl
+    self.global_batch_size = global_batch_size
+    self.seed = seed
+    self.disc_steps = disc_steps if mdl.has_discriminators else 0
+    self.max_bad_steps = int(max_bad_steps)
+    self.adversarial_warmup_steps = int(adversarial_warmup_steps)
+    self.hooks = hooks
+    with strategy.scope():
+      with gin.config_scope("generator"):
+        self.g_opt = optimizers.make_optimizer()
+      with gin.config_scope("discriminator"):
+        self.d_opt = optimizers.make_optimizer()
+      self.g_opt.build(mdl.generator_variables)
+      if mdl.has_discriminators:
+        self.d_opt.build(mdl.discriminator_variables)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+      self.best_metric = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
+      self.bad_validations = tf.Variable(0, dtype=tf.int64, trainable=False)
+      self.stopped_early = tf.Variable(False, trainable=False)
+      # Non-finite guard state (checkpointed: a resumed run replays it exactly).
+      self.consecutive_bad = tf.Variable(
+        0, dtype=tf.int64, trainable=False, name="consecutive_bad_steps"
+      )
+      self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False, name="rollbacks")
+    self._grad_fns = {
+      m: tf.function(self._make_grad_fn(m), jit_compile=True)
+      if jit_compile
+      else self._make_grad_fn(m)
+      for m in ("generator", "discriminator")
+    }
+    # Autograph is needed for the loop's tensor control flow only; the model code uses
+    # explicit tf.while_loop/tf.cond, and converting it costs seconds of tracing.
+    self._replica_step = tf.autograph.experimental.do_not_convert(self._replica_step)
+    self.loop = tf.function(self._loop)
+    self.weights_finite = tf.function(self._weights_finite, autograph=False)
+
+  def checkpointed(self):
+    """Everything a checkpoint holds (the dict for tf.train.Checkpoint)."""
+    return dict(
+      model=self.model,
+      generator_optimizer=self.g_opt,
+      discriminator_optimizer=self.d_opt,
+      step=self.step,
+      best_metric=self.best_metric,
+      bad_validations=self.bad_validations,
+      stopped_early=self.stopped_early,
+      consecutive_bad_steps=self.consecutive_bad,
+      rollbacks=self.rollbacks,
+    )
+
+  def state_variables(self):
+    """(name, variable) of the model, both optimizers and the step, in a fixed order."""
+    out = [(f"model/{v.path}", v) for v in self.model.variables]
+    for name, opt in (("generator_optimizer", self.g_opt), ("discriminator_optimizer", self.d_opt)):
+      out += [(f"{name}/{i}/{v.path}", v) for i, v in enumerate(opt.variables)]
+    return out + [("step", self.step)]
+
+  def weights_digest(self):
+    """sha256 of every model and optimizer variable and the step (same on all workers)."""
+    h = hashlib.sha256()
+    for name, v in self.state_variables():
+      value = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+      h.update(name.encode())
+      h.update(str(value.dtype).encode() + str(value.shape).encode())
+      h.update(np.ascontiguousarray(value).tobytes())
+    return h.hexdigest()
+
+  def _weights_finite(self):
+    flags = [
+      tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v)))
+      for _, v in self.state_variables()
+      if tf.as_dtype(v.dtype).is_floating
+    ]
+    return tf.reduce_all(tf.stack(flags))
+
+  # ---- per-replica computation ----------------------------------------------
+
+  def _make_grad_fn(self, mode):
+    mdl, gbs = self.model, self.global_batch_size
+    variables = mdl.generator_variables if mode == "generator" else mdl.discriminator_variables
+
+    def grad_fn(x, seed, adversarial_weight, loss_scale=None):
+      with tf.GradientTape() as tape:
+        terms = mdl.terms(x, seed, mode, training=True, adversarial_weight=adversarial_weight)
+        per_example = (
+          mdl.generator_loss(terms) if mode == "generator" else mdl.discriminator_loss(terms)
+        )
+        loss = tf.nn.compute_average_loss(per_example, global_batch_size=gbs)
+        if loss_scale is not None:  # only when a hook asks for it (Hooks.scale_loss)
+          loss = loss * loss_scale
+      grads = tape.gradient(loss, variables)
+      # One sum per gradient: NaN/Inf anywhere make it non-finite (cheaper than is_finite
+      # on every element; a finite gradient summing past float32's range is also skipped).
+      total = loss + tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
+      return grads, _metrics(terms, mode, loss, gbs), tf.math.is_finite(total)
+
+    return grad_fn
+
+  def _guarded_apply(self, opt, grads, variables, finite):
+    """Applies grads only if loss and gradients are finite on EVERY replica/worker.
+
+    Returns the global verdict (bool scalar, equal on all replicas). On a bad verdict
+    nothing of the optimizer runs: weights, moments and `iterations` stay unchanged.
+    """
+    ctx = tf.distribute.get_replica_context()
+    bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+    ok = tf.equal(bad, 0.0)
+    variables = list(variables)
+
+    def apply(g):
+      opt.apply_gradients(zip(g, variables))
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+      tf.cond(ok, lambda: apply(grads), lambda: None)
+    else:
+      # Keras' LossScaleOptimizer pattern: a cond whose branch calls merge_call (as
+      # apply_gradients does under Mirrored/MultiWorkerMirrored strategies) must be
+      # built in cross-replica context.
+      def cross_replica(distribution, grads, ok):
+        first_ok = distribution.experimental_local_results(ok)[0]
+        tf.cond(
+          first_ok,
+          lambda: distribution.extended.call_for_each_replica(apply, args=(grads,)),
+          lambda: None,
+        )
+
+      ctx.merge_call(cross_replica, args=(grads, ok))
+    return ok
+
+  def _replica_step(self, x, step):
+    # MultiWorkerMirroredStrategy's distributed datasets lose the static batch size.
+    per_replica = self.global_batch_size // self.strategy.num_replicas_in_sync
+    x = tf.ensure_shape(x, [per_replica] + list(self.model.image_shape))
+    seed = rng.step_seed(self.seed, step)
+    loss_scale = self.hooks.scale_loss(step, self.rollbacks)
+    weight = adversarial_weight(step, self.adversarial_warmup_steps)
+    metrics, ok = {}, tf.constant(True)
+    for k in range(self.disc_steps):
+      grads, metrics, finite = self._grad_fns["discriminator"](
+        x, rng.update_seed(seed, "discriminator", k), weight, loss_scale
+      )
+      ok = tf.logical_and(
+        ok, self._guarded_apply(self.d_opt, grads, self.model.discriminator_variables, finite)
+      )
+    grads, g_metrics, finite = self._grad_fns["generator"](
+      x, rng.update_seed(seed, "generator"), weight, loss_scale
+    )
+    ok = tf.logical_and(
+      ok, self._guarded_apply(self.g_opt, grads, self.model.generator_variables, finite)
+    )
+    metrics.update(g_metrics)
+    return metrics, ok
+
+  def _one_step(self, iterator):
+    metrics, ok = self.strategy.run(
+      self._replica_step, args=(next(iterator), self.step.read_value())
+    )
+    ok = self.strategy.experimental_local_results(ok)[0]  # equal on all replicas
+    self.step.assign_add(1)
+    self.consecutive_bad.assign(tf.where(ok, tf.constant(0, tf.int64), self.consecutive_bad + 1))
+    metrics = {
+      k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in metrics.items()
+    }
+    # A bad step's metrics are NaN/Inf: they are left out of the sums.
+    return {k: tf.where(ok, v, tf.zeros_like(v)) for k, v in metrics.items()}, ok
+
+  def _loop(self, iterator, num_steps):
+    """Runs up to num_steps >= 1 (int32 scalar tensor) training steps.
+
+    Stops early once train.max_bad_steps consecutive steps were non-finite.
+    Returns (metric sums over the good steps, number of good steps, steps run).
+    """
+    sums, ok = self._one_step(iterator)
+    good = tf.cast(ok, tf.int32)
+    done = tf.constant(1)
+    for _ in tf.range(num_steps - 1):
+      if self.consecutive_bad >= self.max_bad_steps:
+        break
+      metrics, ok = self._one_step(iterator)
+      sums = {k: sums[k] + metrics[k] for k in sums}
+      good += tf.cast(ok, tf.int32)
+      done += 1
+    return sums, good, done
+
+
+def adversarial_weight(step, warmup_steps):
+  """Warm-up weight of the learned ratio terms of eq. (11) in the step that ends at global
+  step step + 1: min(1, (step + 1) / warmup_steps), or 1 without warm-up (float32 scalar)."""
+  if warmup_steps <= 0:
+    return tf.constant(1.0)
+  return tf.minimum(1.0, tf.cast(step + 1, tf.float32) / warmup_steps)
+
+
+def _metrics(terms, mode, loss, global_batch_size):
+  """Per-replica metric contributions; summed over replicas they are global means."""
+
+  def mean(v):
+    return tf.reduce_sum(tf.cast(v, tf.float32)) / global_batch_size
+
+  out = {f"loss/{mode}": loss}
+  if mode == "generator":
+    for name in ("log_px_given_zq", "log_q_prior", "f1_real", "f2_real"):
+      value = getattr(terms, name)
+      if value is not None:
+        out[f"generator/{name}"] = mean(value)
+    if terms.log_px_given_zq is not None:
+      out["generator/neg_elbo"] = mean(-(terms.log_px_given_zq + terms.log_pzq - terms.log_qzq))
+      # What f1 should charge (exact, eq. 7's explicit part) beside what it charges.
+      out["ratio/kl_exact"] = mean(terms.log_qzq - terms.log_pzq)
+      if terms.f1_real is not None:
+        out["ratio/f1_mean"] = mean(terms.f1_real)
+        out["ratio/gap"] = out["ratio/f1_mean"] - out["ratio/kl_exact"]
+    if terms.f2_real is not None:
+      out["ratio/f2_mean"] = mean(terms.f2_real)
+      if terms.f2_explicit is not None:
+        out["ratio/f2_explicit"] = mean(terms.f2_explicit)
+  else:
+    for eq, real, fake in (
+      ("eq5", terms.f1_real, terms.f1_fake),
+      ("eq6", terms.f2_real, terms.f2_fake),
+      ("eq6_x", terms.f2x_real, terms.f2x_fake),
+      ("eq6_z", terms.f2z_real, terms.f2z_fake),
+    ):
+      if fake is None:
+        continue
+      out[f"discriminator/{eq}_accuracy"] = 0.5 * (mean(real > 0) + mean(fake < 0))
+      out[f"discriminator/{eq}_real_logit"] = mean(real)
+      out[f"discriminator/{eq}_fake_logit"] = mean(fake)
+  return out

@@ -1,0 +1,100 @@
+"""Test harness for the training loop: fault-injecting `Hooks` and a training CLI with them.
+
+  NanAt(steps, passes)  the updates of the steps ending at these global step numbers get a
+                        NaN loss (hence NaN gradients); passes > 0: only while fewer than
+                        `passes` rollbacks happened
+  KillAt(points)        SIGKILLs the process at a save point of the checkpoint of a step:
+    before_save  training reached <step>, nothing of ckpt-<step> written yet
+    mid_write    ckpt-<step>'s shards written to ckpt-<step>_temp/, not yet merged
+                 (TF's private merge op is replaced inside the hook's `saving` context:
+                 test machinery, never in the package)
+    after_write  ckpt-<step>.index/.data-* in place, `checkpoint` state file not updated
+    after_save   ckpt-<step> fully saved and recorded
+
+Run as a script it is tools/train.py with one more flag:
+  python tests/harness.py --kill_at=mid_write:3[,after_save:9] --gin_file=... --model_dir=...
+"""
+
+import contextlib
+import os
+import signal
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from asvae_tf.train import hooks as hooks_lib
+
+KILL_POINTS = ("before_save", "mid_write", "after_write", "after_save")
+
+
+class NanAt(hooks_lib.Hooks):
+  def __init__(self, steps, passes=0):
+    self.steps, self.passes = tuple(int(s) for s in steps), int(passes)
+
+  def scale_loss(self, step, rollbacks):
+    hit = tf.reduce_any(tf.equal(step + 1, tf.constant(self.steps, tf.int64)))
+    if self.passes > 0:
+      hit = tf.logical_and(hit, rollbacks < self.passes)
+    return tf.where(hit, tf.constant(np.nan, tf.float32), tf.constant(1.0))
+
+
+def _die():
+  os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _merge_then_die(*args, **kwargs):
+  del args, kwargs
+  _die()
+
+
+class KillAt(hooks_lib.Hooks):
+  def __init__(self, spec):
+    """spec: '<point>:<step>[,<point>:<step>...]'."""
+    self.points = set()
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+      point, _, step = item.partition(":")
+      if point not in KILL_POINTS or not step.isdigit():
+        raise ValueError(f"kill points are <point>:<step>, point in {KILL_POINTS}: {item!r}")
+      self.points.add((point, int(step)))
+
+  def before_save(self, step):
+    if ("before_save", step) in self.points:
+      _die()
+
+  @contextlib.contextmanager
+  def saving(self, step):
+    if ("mid_write", step) not in self.points:
+      yield
+      return
+    from tensorflow.python.checkpoint import functional_saver  # pylint: disable=g-import-not-at-top
+
+    original = functional_saver.gen_io_ops.merge_v2_checkpoints
+    functional_saver.gen_io_ops.merge_v2_checkpoints = _merge_then_die  # shards written, unmerged
+    try:
+      yield
+    finally:
+      functional_saver.gen_io_ops.merge_v2_checkpoints = original
+
+  def checkpoint_options(self, step):
+    if ("after_write", step) in self.points:
+      return tf.train.CheckpointOptions(experimental_write_callbacks=[_die])
+    return None
+
+  def after_save(self, step):
+    if ("after_save", step) in self.points:
+      _die()
+
+
+def main():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  from asvae_tf import cli
+
+  flags.DEFINE_string("kill_at", "", "Kill points, see the module docstring.")
+  cli.define_train_flags()
+  cli.main(lambda argv: cli.train_main(hooks=KillAt(flags.FLAGS.kill_at)))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
