@@ -84,6 +84,10 @@ def _sum_to_batch(x, rank):
   return tf.reduce_sum(x, axis=list(range(extra))) if extra > 0 else x
 
 
+def _no_grad(*tensors):
+  return [tf.stop_gradient(t) for t in tensors]
+
+
 def _planar_forward_custom(z, u_hat, w, b, c, layers_per_iteration):
   """forward_and_log_det with an analytic VJP (see the module docstring).
 
@@ -95,7 +99,9 @@ def _planar_forward_custom(z, u_hat, w, b, c, layers_per_iteration):
 
   @tf.custom_gradient
   def fn(z, u_hat, w, b, c):
-    y, ths = _planar_forward(z, u_hat, w, b, layers_per_iteration)
+    # The loop runs without gradient (stop_gradient): `grad` below is the gradient, and
+    # a while_loop that may be differentiated keeps every iteration's intermediates.
+    y, ths = _planar_forward(*_no_grad(z, u_hat, w, b), layers_per_iteration)
     s = 1.0 - tf.square(ths)
     one_plus_cs = 1.0 + c * s
     fldj = tf.reduce_sum(tf.math.log1p(c * s), axis=-1)
@@ -142,7 +148,7 @@ def _planar_inverse_custom(y, u_hat, w, b, c, newton_iterations, layers_per_iter
 
   @tf.custom_gradient
   def fn(y, u_hat, w, b, c):
-    z, ths = _planar_inverse(y, u_hat, w, b, c, newton_iterations, layers_per_iteration)
+    z, ths = _planar_inverse(*_no_grad(y, u_hat, w, b, c), newton_iterations, layers_per_iteration)
     s = 1.0 - tf.square(ths)
     one_plus_cs = 1.0 + c * s
     ildj = -tf.reduce_sum(tf.math.log1p(c * s), axis=-1)
