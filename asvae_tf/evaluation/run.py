@@ -102,7 +102,7 @@ def evaluate(
     "evaluating %s (step %d) on %d %s images of %s", checkpoint, step, len(x), split, splits.name
   )
   metrics = _header(mdl, checkpoint, step, splits, split, len(x), num_importance_samples, skipped)
-  seeds = rng.split(tf.constant([seed, 7], tf.int32), 2)
+  seeds = rng.split(rng.run_seed(seed, "evaluation"), 2)
   _add_model_metrics(
     metrics, mdl, x, splits, num_importance_samples, seeds[0], batch_size, iwae_chunk_size
   )
