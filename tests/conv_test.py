@@ -27,9 +27,12 @@ from asvae_tf import nets
 from asvae_tf import train
 from conftest import ROOT
 
+# Both bases and every objective (on the CIFAR-10 base): a variant is its base plus one
+# binding (gin_config_test checks that), so the ImageNet variants add nothing the ImageNet
+# base and the CIFAR-10 variants do not already run.
 CONV_GIN_FILES = sorted(
   glob.glob(os.path.join(ROOT, "gin", "cifar10*.gin"))
-  + glob.glob(os.path.join(ROOT, "gin", "imagenet64*.gin"))
+  + [os.path.join(ROOT, "gin", "imagenet64.gin")]
 )
 D = 4
 
