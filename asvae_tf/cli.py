@@ -9,6 +9,8 @@ model_dir is not modified by a rejected configuration. The mapping:
   errors.AsvaeError (config, data, ...)   -> "<message>"
   FileNotFoundError, FileExistsError      -> "<message>" (a missing input, an existing output)
   (gin's own errors arrive as errors.GinError: "bad gin configuration: <message>")
+  errors.Preempted (SIGTERM / SIGINT, checkpoint saved) -> exit 75 (EX_TEMPFAIL) and one line
+  `asvae_tf: preempted by SIGTERM at step N: checkpoint ... saved; rerun ...`
 """
 
 import os
@@ -36,6 +38,9 @@ def guarded(fn, *args, **kwargs):
   """fn(*args, **kwargs) -> its int exit code, or 2 after one error line (see module doc)."""
   try:
     return fn(*args, **kwargs)
+  except errors.Preempted as e:  # not a failure: a checkpoint was saved
+    print(f"asvae_tf: {errors.one_line(e)}", file=sys.stderr)
+    return errors.EXIT_PREEMPTED
   except errors.TrainingDivergedError as e:
     return fail(f"training diverged: {errors.one_line(e)}")
   except _USER_ERRORS as e:

@@ -14,8 +14,11 @@ Signatures (images are float32 [N, H, W, C] in [0, 1]; seeds int32 [2]):
 
 All randomness is stateless (tf.random.stateless_*, Philox) and keyed on the seed
 input: the same seed gives bit-identical outputs. Bad inputs fail with an
-InvalidArgumentError whose message names the expected shape/range; wrong dtypes,
-ranks and H/W/C are rejected by the input signatures themselves.
+InvalidArgumentError whose message names the expected shape/range, raised by assert
+ops that run BEFORE anything request-sized is allocated: shapes and ranks (images,
+z, seed, the scalar counts), values (images finite and in [0, 1], z finite, counts
+>= 1) and the upper limits of `serving_limits` (gin), baked into the graphs and
+recorded in the metadata. Wrong dtypes are rejected by the signatures themselves.
 
 Assets: assets/operative_config.gin and assets/asvae_metadata.json.
 
@@ -24,6 +27,7 @@ Assets: assets/operative_config.gin and assets/asvae_metadata.json.
     SavedModel, the model built from the gin config the caller parsed (model_dir's
     operative_config.gin); nothing here parses or clears the global gin config.
   * `read_metadata(export_dir)`: the asvae_metadata.json of an export.
+  * `serving_limits(...)` (gin `serving_limits`): the per-request upper limits.
 
 (Was `asvae_tf.export_lib`, kept as an alias for one release.)
 """
@@ -47,16 +51,51 @@ SIGNATURES = ("encode", "decode", "sample", "reconstruct", "log_likelihood", "se
 # Importance samples per chunk of the log_likelihood signature (memory ~ chunk * N images).
 IWAE_CHUNK_SIZE = 64
 _DEFAULT_SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3), "imagenet64": (64, 64, 3)}
+_INT32_MAX = 2**31 - 1
+
+
+@gin.configurable("serving_limits")
+def serving_limits(
+  max_num_samples=10000,
+  max_importance_samples=10000,
+  max_batch_size=10000,
+  max_log_likelihood_images=1000,
+):
+  """The per-request upper limits baked into an export, as a dict (README table).
+
+  max_num_samples: `num_samples` of `sample`. max_importance_samples: k of
+  `log_likelihood`. max_batch_size: images of `encode` / `reconstruct`, codes z of
+  `decode`. max_log_likelihood_images: images of `log_likelihood` (its memory is
+  ~ IWAE_CHUNK_SIZE x N images and decoder outputs, 64 times that of `encode`).
+  Raises errors.ConfigError unless every limit is an int in [1, 2**31 - 1].
+  """
+  limits = dict(
+    max_num_samples=max_num_samples,
+    max_importance_samples=max_importance_samples,
+    max_batch_size=max_batch_size,
+    max_log_likelihood_images=max_log_likelihood_images,
+  )
+  for name, value in limits.items():
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _INT32_MAX:
+      raise errors.ConfigError(
+        f"serving_limits.{name} must be an int in [1, 2**31 - 1]; got {value!r}"
+      )
+  return limits
 
 
 def _check_shape(t, expected, what):
   """Assert op: t has shape `expected` (list, None = any size).
 
   Loaded SavedModel signatures check dtypes but not shapes, so the functions check
-  images and z themselves. (Fully static specs -- seed [2], scalar counts -- are
-  folded from the spec by Grappler: a wrong seed shape is reported by the stateless
-  RNG op itself, "seed must have shape [2]".)"""
-  shape = tf.raw_ops.Shape(input=t, out_type=tf.int32)  # not folded from the static spec
+  shapes themselves. Grappler folds what the spec tells statically: the Shape (also
+  of Identity, Reshape, Where, PlaceholderWithDefault, ...) of a fully static input
+  (seed [2], the scalar counts), and the rank of a partial one ([N, D] z). So a fully
+  static input goes through Serialize/ParseTensor (whose output shape Grappler does
+  not know; a few bytes for a valid input), and the runtime shape vector likewise."""
+  if t.shape.is_fully_defined():
+    t = tf.io.parse_tensor(tf.io.serialize_tensor(t), t.dtype)
+  shape = tf.raw_ops.Shape(input=t, out_type=tf.int32)
+  shape = tf.io.parse_tensor(tf.io.serialize_tensor(shape), tf.int32)  # rank not folded
   rank = len(expected)
   padded = tf.concat([shape, -tf.ones([rank], tf.int32)], 0)[:rank]  # any rank -> [rank]
   ok = tf.equal(tf.size(shape), rank)
@@ -66,20 +105,31 @@ def _check_shape(t, expected, what):
   return tf.debugging.Assert(ok, [f"{what}; got shape", shape])
 
 
-def _check_images(images, h, w, c):
-  """Assert ops: images float32 [N, H, W, C] with values in [0, 1]."""
+def _check_images(images, h, w, c, max_n, binding):
+  """Assert ops: images [N, H, W, C], N <= max_n, values finite and in [0, 1] (in that order)."""
   what = f"images must be float32 [N, {h}, {w}, {c}] with values in [0, 1]"
   with tf.control_dependencies([_check_shape(images, [None, h, w, c], what)]):
-    return [
-      tf.debugging.assert_greater_equal(images, 0.0, message=f"{what}; got a value < 0 (or NaN)"),
-      tf.debugging.assert_less_equal(images, 1.0, message=f"{what}; got a value > 1 (or NaN)"),
-    ]
+    n = tf.raw_ops.Shape(input=images, out_type=tf.int32)[0]
+    too_many = f"images: at most {max_n} per request (gin serving_limits.{binding}); got"
+    with tf.control_dependencies([tf.debugging.Assert(n <= max_n, [too_many, n])]):
+      return [  # NaN fails both comparisons, +-Inf one of them
+        tf.debugging.assert_greater_equal(images, 0.0, message=f"{what}; got a value < 0 (or NaN)"),
+        tf.debugging.assert_less_equal(images, 1.0, message=f"{what}; got a value > 1 (or NaN)"),
+      ]
 
 
-def _check_positive(value, name):
-  """Assert op: every entry of the int32 `value` is >= 1 (message names `name`)."""
-  ok = tf.reduce_all(tf.reshape(value > 0, [-1]))
-  return tf.debugging.Assert(ok, [f"{name} must be an int32 scalar >= 1; got", value])
+def _checked_seed(seed):
+  """`seed` after an assert op that it has shape [2]."""
+  with tf.control_dependencies([_check_shape(seed, [2], "seed must have shape [2] (int32)")]):
+    return tf.identity(seed)
+
+
+def _check_count(value, name, limit, binding):
+  """Assert ops: `value` is a scalar in [1, limit] (the message names `name` and the limit)."""
+  what = f"{name} must be an int32 scalar >= 1 and <= {limit} (gin serving_limits.{binding})"
+  with tf.control_dependencies([_check_shape(value, [], what)]):
+    ok = tf.logical_and(tf.reduce_all(value >= 1), tf.reduce_all(value <= limit))
+    return [tf.debugging.Assert(ok, [f"{what}; got", value])]
 
 
 class AsvaeServing(tf.Module):
@@ -90,8 +140,9 @@ class AsvaeServing(tf.Module):
   [3]), latent_dim (int32 scalar) and assets ({file name: tf.saved_model.Asset}).
   """
 
-  def __init__(self, mdl, assets=()):
-    """mdl: a built `model.ASVAE`; assets: paths of files to copy into export_dir/assets."""
+  def __init__(self, mdl, assets=(), limits=None):
+    """mdl: a built `model.ASVAE`; assets: paths of files to copy into export_dir/assets;
+    limits: `serving_limits` arguments (a dict; None or missing ones: as gin configures)."""
     super().__init__(name="asvae_serving")
     # The module tracks the model's raw tf.Variables, NOT the Keras model: the traced
     # functions capture the raw tf.Variable behind each keras.Variable, and a tracked
@@ -105,12 +156,13 @@ class AsvaeServing(tf.Module):
       for v in mdl.encoder.weights + mdl.posterior.weights + mdl.decoder.weights
     ]
     self.get_model = lambda: mdl  # not tracked
+    limits = serving_limits(**(limits or {}))
     self.image_shape = tf.constant(list(mdl.image_shape), tf.int32)
     self.latent_dim = tf.constant(mdl.latent_dim, tf.int32)
     # Tracked so the files are copied into export_dir/assets.
     self.assets = {os.path.basename(p): tf.saved_model.Asset(p) for p in assets}
-    encode, reconstruct, log_likelihood = _image_functions(mdl)
-    decode, sample = _latent_functions(mdl)
+    encode, reconstruct, log_likelihood = _image_functions(mdl, limits)
+    decode, sample = _latent_functions(mdl, limits)
     self.encode = encode
     self.decode = decode
     self.sample = sample
@@ -129,23 +181,24 @@ class AsvaeServing(tf.Module):
     }
 
 
-def _image_functions(mdl):
+def _image_functions(mdl, limits):
   """(encode, reconstruct, log_likelihood): the signatures taking images [N, H, W, C]."""
   h, w, c = mdl.image_shape
   images = tf.TensorSpec([None, h, w, c], tf.float32, name="images")
   seed = tf.TensorSpec([2], tf.int32, name="seed")
+  max_n = limits["max_batch_size"]
 
   @tf.function(autograph=False, input_signature=[images, seed])
   def encode(images, seed):
-    with tf.control_dependencies(_check_images(images, h, w, c)):
-      images, seed = tf.identity(images), tf.identity(seed)
+    with tf.control_dependencies(_check_images(images, h, w, c, max_n, "max_batch_size")):
+      images, seed = tf.identity(images), _checked_seed(seed)
     z, _ = mdl.encode(images, seed)
     return {"z": z, "posterior_mean": mdl.posterior_mean(images)}
 
   @tf.function(autograph=False, input_signature=[images, seed])
   def reconstruct(images, seed):
-    with tf.control_dependencies(_check_images(images, h, w, c)):
-      images, seed = tf.identity(images), tf.identity(seed)
+    with tf.control_dependencies(_check_images(images, h, w, c, max_n, "max_batch_size")):
+      images, seed = tf.identity(images), _checked_seed(seed)
     z, _ = mdl.encode(images, seed)
     return {"images": mdl.likelihood.mean(mdl.decode(z))}
 
@@ -154,11 +207,12 @@ def _image_functions(mdl):
     input_signature=[images, tf.TensorSpec([], tf.int32, name="num_importance_samples"), seed],
   )
   def log_likelihood(images, num_importance_samples, seed):
-    checks = _check_images(images, h, w, c) + [
-      _check_positive(num_importance_samples, "num_importance_samples")
-    ]
+    k_max, n_max = limits["max_importance_samples"], limits["max_log_likelihood_images"]
+    checks = _check_count(
+      num_importance_samples, "num_importance_samples", k_max, "max_importance_samples"
+    ) + _check_images(images, h, w, c, n_max, "max_log_likelihood_images")
     with tf.control_dependencies(checks):
-      images, seed = tf.identity(images), tf.identity(seed)
+      images, seed = tf.identity(images), _checked_seed(seed)
       num_importance_samples = tf.identity(num_importance_samples)
     return {
       "log_likelihood": mdl.iwae_log_likelihood(
@@ -169,31 +223,35 @@ def _image_functions(mdl):
   return encode, reconstruct, log_likelihood
 
 
-def _latent_functions(mdl):
+def _latent_functions(mdl, limits):
   """(decode, sample): the signatures producing images from codes z [N, D]."""
-  d = mdl.latent_dim
+  d, max_n = mdl.latent_dim, limits["max_batch_size"]
   seed = tf.TensorSpec([2], tf.int32, name="seed")
 
   @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, d], tf.float32, name="z")])
   def decode(z):
     what = f"z must be finite float32 [N, {d}]"
     with tf.control_dependencies([_check_shape(z, [None, d], what)]):
-      z = tf.debugging.assert_all_finite(z, message=what)
+      n = tf.raw_ops.Shape(input=z, out_type=tf.int32)[0]
+      too_many = f"z: at most {max_n} codes per request (gin serving_limits.max_batch_size); got"
+      with tf.control_dependencies([tf.debugging.Assert(n <= max_n, [too_many, n])]):
+        z = tf.debugging.assert_all_finite(z, message=what)
     return {"images": mdl.likelihood.mean(mdl.decode(z))}
 
   @tf.function(
     autograph=False, input_signature=[tf.TensorSpec([], tf.int32, name="num_samples"), seed]
   )
   def sample(num_samples, seed):
-    with tf.control_dependencies([_check_positive(num_samples, "num_samples")]):
-      num_samples, seed = tf.identity(num_samples), tf.identity(seed)
+    checks = _check_count(num_samples, "num_samples", limits["max_num_samples"], "max_num_samples")
+    with tf.control_dependencies(checks):
+      num_samples, seed = tf.identity(num_samples), _checked_seed(seed)
     z = tf.random.stateless_normal(tf.stack([num_samples, d]), seed=seed, alg="philox")
     return {"images": mdl.likelihood.mean(mdl.decode(z)), "z": z}
 
   return decode, sample
 
 
-def metadata(mdl, step, dataset=None):
+def metadata(mdl, step, dataset=None, limits=None):
   """The metadata dict written to assets/asvae_metadata.json."""
   return {
     "dataset": dataset,
@@ -207,10 +265,11 @@ def metadata(mdl, step, dataset=None):
     "asvae_tf_version": asvae_tf.__version__,
     "tensorflow_version": tf.__version__,
     "signatures": list(SIGNATURES),
+    "serving_limits": serving_limits(**(limits or {})),
   }
 
 
-def export(mdl, export_dir, operative_config, step=None, dataset=None):
+def export(mdl, export_dir, operative_config, step=None, dataset=None, limits=None):
   """Writes the SavedModel of the built model `mdl` to export_dir (replaced if present).
 
   Args:
@@ -219,16 +278,19 @@ def export(mdl, export_dir, operative_config, step=None, dataset=None):
     operative_config: the gin config text (operative_config.gin) to ship as an asset.
     step: training step of the weights (metadata).
     dataset: dataset name (metadata).
+    limits: per-request limits, a dict of `serving_limits` arguments; None or missing
+      ones: as gin configures `serving_limits` (else its defaults).
   Returns:
     export_dir.
   """
+  limits = serving_limits(**(limits or {}))
   with tempfile.TemporaryDirectory(prefix="asvae_export_") as tmp:
     paths = [os.path.join(tmp, CONFIG_FILE), os.path.join(tmp, METADATA_FILE)]
     with open(paths[0], "w") as f:
       f.write(operative_config)
     with open(paths[1], "w") as f:
-      json.dump(metadata(mdl, step, dataset), f, indent=2, sort_keys=True)
-    module = AsvaeServing(mdl, paths)
+      json.dump(metadata(mdl, step, dataset, limits), f, indent=2, sort_keys=True)
+    module = AsvaeServing(mdl, paths, limits)
     # Write beside the target, then swap: a failed export leaves the old one intact,
     # and only a directory that IS a SavedModel (or empty) is ever replaced.
     if (

@@ -86,6 +86,32 @@ class KillAt(hooks_lib.Hooks):
       _die()
 
 
+class EnospcAt(hooks_lib.Hooks):
+  """The checkpoint write of `step` fails like a full disk: its shards are written, then
+  TF's merge raises ResourceExhaustedError "No space left on device"."""
+
+  def __init__(self, step):
+    self.step = step
+
+  @contextlib.contextmanager
+  def saving(self, step):
+    if step != self.step:
+      yield
+      return
+    from tensorflow.python.checkpoint import functional_saver  # pylint: disable=g-import-not-at-top
+
+    def full(*args, **kwargs):
+      del args, kwargs
+      raise tf.errors.ResourceExhaustedError(None, None, "write failed: No space left on device")
+
+    original = functional_saver.gen_io_ops.merge_v2_checkpoints
+    functional_saver.gen_io_ops.merge_v2_checkpoints = full
+    try:
+      yield
+    finally:
+      functional_saver.gen_io_ops.merge_v2_checkpoints = original
+
+
 def main():
   from absl import flags  # pylint: disable=g-import-not-at-top
 

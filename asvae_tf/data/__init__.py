@@ -46,8 +46,8 @@ Pixel conventions (`Splits.binary`):
 Modules (everything public is re-exported here; use `from asvae_tf import data`):
 
   formats   file formats, readers only (NumPy): IDX images / labels (gzip or
-            not), CIFAR-10 python batches, .npz; the accepted MNIST file names
-            and `find_first`.
+            not; `read_labeled_idx` checks their counts agree), CIFAR-10 python
+            batches, .npz; the accepted MNIST file names and `find_first`.
   splits    `Splits`, validation carving, `DEFAULT_VALIDATION_SIZE`.
   local     `dataset.local_dir` discovery: full MNIST, MNIST-10k, CIFAR-10, .npz.
   sources   `load_splits` (gin `dataset`), TFDS, synthetic data.
@@ -64,10 +64,12 @@ from asvae_tf.data.formats import (
   MNIST_TEST_LABEL_FILES,
   MNIST_TRAIN_IMAGE_FILES,
   MNIST_TRAIN_LABEL_FILES,
+  check_same_count,
   find_first,
   read_cifar_batch,
   read_idx_images,
   read_idx_labels,
+  read_labeled_idx,
   read_npz,
 )
 from asvae_tf.data.local import (
@@ -103,12 +105,14 @@ __all__ = [
   "Splits",
   "TFDS_BUILDERS",
   "binarize_once",
+  "check_same_count",
   "eval_dataset",
   "find_first",
   "load_splits",
   "read_cifar_batch",
   "read_idx_images",
   "read_idx_labels",
+  "read_labeled_idx",
   "read_npz",
   "synthetic_images",
   "to_float",

@@ -6,6 +6,8 @@ What is found decides the protocol, in this order:
   (official train / t10k test); t10k-images alone selects the MNIST-10k
   protocol (see shared/data/mnist/README.md): t10k images 0..7999 are the
   training data, 8000..9999 the test set, whose binarisation is sha256-checked.
+  Label files next to them are not used, but are checked (readable, as many
+  labels as images) when present.
 * CIFAR-10 python batches (cifar10 only), in the folder or in its
   cifar-10-batches-py/ subfolder.
 * One .npz with uint8 x_train / x_test (optional x_validation), any dataset.
@@ -88,10 +90,13 @@ def _try_load_mnist_idx(path, entries, validation_size):
       f"MNIST"
     )
   test_all = formats.read_idx_images(test_file)
+  _check_idx_labels(path, entries, test_all, test_file, formats.MNIST_TEST_LABEL_FILES)
   if train_file is not None:
+    train_all = formats.read_idx_images(train_file)
+    _check_idx_labels(path, entries, train_all, train_file, formats.MNIST_TRAIN_LABEL_FILES)
     return make_splits(
       "mnist",
-      formats.read_idx_images(train_file),
+      train_all,
       test_all,
       validation_size,
       DEFAULT_VALIDATION_SIZE["mnist"],
@@ -102,6 +107,19 @@ def _try_load_mnist_idx(path, entries, validation_size):
       ),
     )
   return _mnist10k_splits(test_all, test_file, validation_size)
+
+
+def _check_idx_labels(path, entries, images, images_file, label_names):
+  """Checks the label file of `images_file`, if the folder has one: readable, as long.
+
+  Training does not use labels, but a label file that is corrupt or disagrees with its
+  images means the folder mixes files of different sets (the evaluation's classifier
+  reads them too): DataError rather than training on a broken copy.
+  """
+  labels_file = formats.find_first(path, label_names, entries)
+  if labels_file is not None:
+    labels = formats.read_idx_labels(labels_file)
+    formats.check_same_count(images, images_file, labels, labels_file)
 
 
 def _mnist10k_splits(test_all, test_file, validation_size):

@@ -171,16 +171,14 @@ def load_labeled_mnist(local_dir):
       raise errors.DataError(f"{local_dir} has no {what} file ({names[0]}[.gz])")
     return None
 
-  test_x = data.read_idx_images(find(data.MNIST_TEST_IMAGE_FILES, "t10k images"))
-  test_y = data.read_idx_labels(find(data.MNIST_TEST_LABEL_FILES, "t10k labels"))
+  test_x, test_y = data.read_labeled_idx(
+    find(data.MNIST_TEST_IMAGE_FILES, "t10k images"),
+    find(data.MNIST_TEST_LABEL_FILES, "t10k labels"),
+  )
   train_images = find(data.MNIST_TRAIN_IMAGE_FILES, None)
   train_labels = find(data.MNIST_TRAIN_LABEL_FILES, None)
-  if len(test_x) != len(test_y):
-    raise errors.DataError(f"{len(test_x)} t10k images but {len(test_y)} labels")
   if train_images and train_labels:
-    train_x, train_y = data.read_idx_images(train_images), data.read_idx_labels(train_labels)
-    if len(train_x) != len(train_y):
-      raise errors.DataError(f"{len(train_x)} train images but {len(train_y)} labels")
+    train_x, train_y = data.read_labeled_idx(train_images, train_labels)
     return dict(
       train_x=train_x,
       train_y=train_y,

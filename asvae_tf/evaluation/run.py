@@ -93,11 +93,11 @@ def evaluate(
     num_generated,
     num_splits,
   )
-  checkpoint = checkpoints.resolve_checkpoint(model_dir, checkpoint)
+  checkpoints.resolve_checkpoint(model_dir, checkpoint)  # no checkpoint: fail before any work
   nets, skipped = _feature_nets(inception_weights, classifier_dir, num_generated)
   splits, x, real = _load_images(split, max_examples, nets, num_splits)
   mdl = model_lib.build_for_data(splits)
-  step = checkpoints.restore_model(mdl, checkpoint)
+  checkpoint, step = checkpoints.restore_latest_intact(mdl, model_dir, checkpoint)
   logging.info(
     "evaluating %s (step %d) on %d %s images of %s", checkpoint, step, len(x), split, splits.name
   )

@@ -26,6 +26,8 @@ model_dir layout:
   summaries/train/            TensorBoard: losses, discriminator accuracy/logits, lr, img/s,
                               images, guard/skipped_steps, guard/rollbacks
   summaries/validation/       TensorBoard: -ELBO, recon_x, recon_z, early-stopping metric
+  LOCK_HOLDER                 pid / host of the process holding the model_dir lock (lock.py)
+  checkpoints/damaged/        damaged checkpoints set aside on resume (keeper.py)
 Non-chief workers of a multi-worker run write the same layout to
 model_dir/workertemp_<task_id>, deleted when training ends (TensorFlow's pattern).
 """
@@ -38,6 +40,8 @@ import tensorflow as tf
 
 from asvae_tf import gin_config
 from asvae_tf import export
+from asvae_tf import checkpoints
+from asvae_tf import errors
 from asvae_tf.errors import TrainingDivergedError
 from asvae_tf.train import actions
 
@@ -67,11 +71,14 @@ class Controller:
   guard: dict max_bad_steps, max_rollbacks, rollback_lr_factor, configured_rates.
   """
 
-  def __init__(self, trainer, keeper, make_iterator, num_steps, periods, actions_, guard):
+  def __init__(self, trainer, keeper, make_iterator, num_steps, periods, actions_, guard,
+               writers=(), watcher=None):  # fmt: skip
     self.trainer, self.keeper, self.make_iterator = trainer, keeper, make_iterator
     self.num_steps, self.periods, self.actions, self.guard = num_steps, periods, actions_, guard
+    self.writers, self.watcher = writers, watcher
     self.result = None
     self.last_good = None
+    self.saved_step = None
 
   def run(self, start, latest, result):
     """Trains from step `start` to num_steps (or early stopping); returns `result`."""
@@ -80,7 +87,11 @@ class Controller:
     step, iterator = start, self.make_iterator(start)
     summaries = self.actions["summary"]
     while step < self.num_steps:
+      if bool(self.trainer.stop_requested.numpy()):
+        self._preempt(step)
       step, bad_streak = self._run_chunk(iterator, step)
+      if bool(self.trainer.stop_requested.numpy()) and step < self.num_steps:
+        self._preempt(step)
       if bad_streak:
         step = self._rollback(step, f"{self.guard['max_bad_steps']} consecutive non-finite steps")
         iterator = self.make_iterator(step)
@@ -131,8 +142,26 @@ class Controller:
     if self.actions["validation"] and (actions.due(self.periods["validation"], step) or final):
       self.result["validation"] = self.actions["validation"](step)
 
+  def _preempt(self, step):
+    """Saves a checkpoint at `step` (unless inside a non-finite streak or with non-finite
+    weights: then the last good one stays the resume point), flushes, raises Preempted."""
+    trainer = self.trainer
+    saved = self.last_good
+    if step != self.saved_step and int(trainer.consecutive_bad.numpy()) == 0:
+      if bool(trainer.weights_finite().numpy()):
+        saved = self._save(step)
+    for writer in self.writers:
+      writer.flush()
+    signame = self.watcher.received if self.watcher and self.watcher.received else "a signal"
+    raise errors.Preempted(
+      f"preempted by {signame} at step {step}: checkpoint {saved} saved; rerun the same "
+      f"command to resume",
+      step,
+    )
+
   def _save(self, step):
     path = self.keeper.save(step)
+    self.saved_step = step
     logging.info("saved checkpoint %s", path)
     return path
 
@@ -179,11 +208,16 @@ def finish(trainer, result, write_dir, model_dir, chief, dataset_name, writers):
   gin_path = gin_config.write_operative_config(write_dir)
   if chief:
     with open(gin_path) as f:
-      export.export(
-        trainer.model,
-        os.path.join(model_dir, "saved_model"),
-        f.read(),
-        step=int(trainer.step.numpy()),
-        dataset=dataset_name,
-      )
+      config_text = f.read()
+    export_dir = os.path.join(model_dir, "saved_model")
+    try:
+      export.export(trainer.model, export_dir, config_text, step=int(trainer.step.numpy()),
+                    dataset=dataset_name)  # fmt: skip
+    except (OSError, tf.errors.OpError) as e:
+      if not checkpoints.is_disk_full(e):
+        raise
+      raise errors.DiskFullError(
+        f"no space left on device while exporting to {export_dir}; training finished and its "
+        f"last checkpoint is saved: free space and run tools/export.py --model_dir={model_dir}"
+      ) from None
   return result

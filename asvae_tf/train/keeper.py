@@ -12,10 +12,12 @@ model_dir/best/ckpt-<step>.*         weights with the best validation early-stop
 
 import os
 
+from absl import logging
 import tensorflow as tf
 
+from asvae_tf import checkpoints
 from asvae_tf import gin_config
-from asvae_tf.errors import CheckpointMismatchError, ConfigError, one_line
+from asvae_tf.errors import CheckpointMismatchError, ConfigError, DiskFullError, one_line
 from asvae_tf.train.hooks import NO_HOOKS
 
 GUARD_STATE = ("consecutive_bad_steps", "rollbacks")
@@ -48,8 +50,20 @@ class CheckpointKeeper:
   def save(self, step):
     """Writes ckpt-<step> and returns its prefix (hooks run at each save point)."""
     self.hooks.before_save(step)
-    with self.hooks.saving(step):
-      path = self.manager.save(checkpoint_number=step, options=self.hooks.checkpoint_options(step))
+    try:
+      with self.hooks.saving(step):
+        options = self.hooks.checkpoint_options(step)
+        path = self.manager.save(checkpoint_number=step, options=options)
+    except (OSError, tf.errors.OpError) as e:
+      if not checkpoints.is_disk_full(e):
+        raise
+      # The `checkpoint` state file is rewritten only after a complete write, so a restart
+      # never picks up the partial files (they are left for inspection).
+      raise DiskFullError(
+        f"no space left on device while writing checkpoint {step} to "
+        f"{self.manager.directory}; the previous one ({self.manager.latest_checkpoint}) is "
+        f"intact: free space and rerun the same command to resume from it"
+      ) from None
     self.hooks.after_save(step)
     return path
 
@@ -61,9 +75,41 @@ class CheckpointKeeper:
     restore_training_state(self.checkpoint, path, self.trainer)
 
 
-def latest(model_dir):
-  """Prefix of the latest complete training checkpoint in model_dir, or None."""
-  return tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+def restore_latest_intact(ckpt, model_dir, trainer, set_aside=True):
+  """Restores the newest training checkpoint of model_dir that is not damaged.
+
+  Damaged newer ones are reported (one line each) and, with set_aside (the chief), moved
+  to model_dir/checkpoints/damaged/ and dropped from the `checkpoint` state file, so that
+  later saves neither pick them up nor overwrite them; nothing is deleted.
+  Returns the restored prefix, or None when model_dir has no checkpoint.
+  Raises:
+    errors.CheckpointCorruptError: none restores; errors.CheckpointMismatchError.
+  """
+  directory = os.path.join(model_dir, "checkpoints")
+  paths = checkpoints.recorded(directory)
+  if not paths:
+    return None
+  path, _ = checkpoints.first_intact(
+    paths, lambda p: restore_training_state(ckpt, p, trainer), "checkpoint"
+  )
+  damaged = paths[: paths.index(path)]
+  if damaged and set_aside:
+    _set_aside(directory, damaged, paths[paths.index(path) :])
+  return path
+
+
+def _set_aside(directory, damaged, kept):
+  """Moves the damaged checkpoints' files to directory/damaged/; records `kept` only."""
+  target = os.path.join(directory, "damaged")
+  os.makedirs(target, exist_ok=True)
+  for prefix in damaged:
+    for name in os.listdir(directory):
+      if name.startswith(os.path.basename(prefix) + "."):
+        os.replace(os.path.join(directory, name), os.path.join(target, name))
+    logging.warning("moved the damaged checkpoint %s to %s", prefix, target)
+  tf.compat.v1.train.update_checkpoint_state(  # (no TF2 equivalent)
+    directory, model_checkpoint_path=kept[0], all_model_checkpoint_paths=list(reversed(kept))
+  )
 
 
 def restore_training_state(ckpt, path, trainer=None):
@@ -79,7 +125,9 @@ def restore_training_state(ckpt, path, trainer=None):
         **{k: v for k, v in trainer.checkpointed().items() if k not in GUARD_STATE}
       )
     ckpt.restore(path).assert_consumed()
-  except (AssertionError, ValueError, tf.errors.OpError) as e:
+  except (AssertionError, ValueError, tf.errors.OpError, *checkpoints.CORRUPTION_ERRORS) as e:
+    if checkpoints.is_damaged(e):
+      raise  # a damaged checkpoint: the caller falls back to the previous one
     raise CheckpointMismatchError(
       f"cannot resume from {path}: it does not match the configured model (another "
       f"architecture, objective or image shape?); train into a new --model_dir or use the "

@@ -1,5 +1,6 @@
 """`train` (gin `train`): checks the settings, builds everything, resumes, runs the Controller."""
 
+import contextlib
 import os
 
 from absl import logging
@@ -7,6 +8,7 @@ import gin
 import keras
 import tensorflow as tf
 
+from asvae_tf import checkpoints
 from asvae_tf import data
 from asvae_tf import gin_config
 from asvae_tf import model as model_lib
@@ -14,6 +16,8 @@ from asvae_tf.errors import ConfigError
 from asvae_tf.train import actions
 from asvae_tf.train import controller as controller_lib
 from asvae_tf.train import keeper as keeper_lib
+from asvae_tf.train import lock as lock_lib
+from asvae_tf.train import preemption
 from asvae_tf.train import strategy as strategy_lib
 from asvae_tf.train.hooks import NO_HOOKS
 from asvae_tf.train.trainer import Trainer
@@ -25,7 +29,8 @@ def _check_int(name, value, minimum):
 
 
 def check_settings(num_steps, batch_size, seed, max_bad_steps, max_rollbacks,
-                   rollback_lr_factor, early_stopping_metric, adversarial_warmup_steps):  # fmt: skip
+                   rollback_lr_factor, early_stopping_metric, adversarial_warmup_steps,
+                   keep_checkpoints=3):  # fmt: skip
   """ConfigError (one line) for the first bad `train.*` value."""
   if num_steps <= 0:
     raise ConfigError(f"train.num_steps must be positive, got {num_steps}")
@@ -43,6 +48,7 @@ def check_settings(num_steps, batch_size, seed, max_bad_steps, max_rollbacks,
       f"{early_stopping_metric!r}"
     )
   _check_int("adversarial_warmup_steps", adversarial_warmup_steps, 0)
+  _check_int("keep_checkpoints", keep_checkpoints, 2)  # a damaged latest one needs a fallback
 
 
 @gin.configurable("train", denylist=["model_dir", "hooks"])
@@ -70,12 +76,15 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
     adversarial_warmup_steps: the learned ratio terms of eq. (11) (a joint f, or an
       explicit f's residual) are weighted min(1, (step + 1) / W) in the generator
       update; 0 = no warm-up.
-    keep_checkpoints: how many recent checkpoints to keep.
+    keep_checkpoints: how many recent checkpoints to keep (>= 2: when the latest one is
+      damaged, training resumes from the previous one).
     max_bad_steps: consecutive non-finite (skipped) steps that trigger a rollback.
     max_rollbacks: rollbacks allowed in the whole run; one more bad streak stops
       training with TrainingDivergedError.
     rollback_lr_factor: each rollback multiplies both learning rates by this (1 = keep).
     hooks: a `hooks.Hooks` (test harnesses; not gin-configurable). Default: none.
+  On SIGTERM / SIGINT (main thread) the step in flight completes, a checkpoint is saved,
+  summaries are flushed and errors.Preempted is raised (CLI exit code 75); rerun to resume.
   Returns:
     dict with the final step, the last training metrics, the last validation metrics,
     "guard" ({"skipped_steps", "rollbacks"}) and "weights_sha256" (digest of all model and
@@ -83,9 +92,13 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   Raises:
     errors.ConfigError (incl. CheckpointMismatchError), errors.DataError: bad settings.
     errors.TrainingDivergedError: non-finite steps persisted through max_rollbacks rollbacks.
+    errors.ModelDirLockedError: another live process trains into model_dir.
+    errors.CheckpointCorruptError: no checkpoint of model_dir restores.
+    errors.DiskFullError: a checkpoint or the export ran out of disk space.
+    errors.Preempted: SIGTERM / SIGINT (after saving a checkpoint).
   """
   check_settings(num_steps, batch_size, seed, max_bad_steps, max_rollbacks, rollback_lr_factor,
-                 early_stopping_metric, adversarial_warmup_steps)  # fmt: skip
+                 early_stopping_metric, adversarial_warmup_steps, keep_checkpoints)  # fmt: skip
   strat = strategy_lib.make_strategy(strategy)
   strategy_lib.per_replica_batch(batch_size, strat)
   splits = data.load_splits()
@@ -98,18 +111,6 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   trainer = Trainer(strat, mdl, batch_size, seed, discriminator_steps, jit_compile,
                     max_bad_steps=max_bad_steps,
                     adversarial_warmup_steps=adversarial_warmup_steps, hooks=hooks)  # fmt: skip
-  # Everything that can fail on bad input happens before anything is written.
-  ckpt = tf.train.Checkpoint(**trainer.checkpointed())
-  latest, configured_rates = _resume(model_dir, trainer, ckpt, early_stopping_metric,
-                                     rollback_lr_factor)  # fmt: skip
-  start = int(trainer.step.numpy())
-  result = {"step": start, "train": {}, "validation": {},
-            "guard": {"skipped_steps": 0, "rollbacks": int(trainer.rollbacks.numpy())}}  # fmt: skip
-  if start >= num_steps or bool(trainer.stopped_early.numpy()):
-    logging.info("nothing to do: step %d of %d%s", start, num_steps,
-                 " (stopped early)" if trainer.stopped_early.numpy() else "")  # fmt: skip
-    result["weights_sha256"] = trainer.weights_digest()
-    return result
   val_batches = actions.validation_batches(splits, batch_size, seed)
   if early_stopping_patience and not val_batches:
     raise ConfigError(
@@ -125,12 +126,38 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   settings = dict(seed=seed, num_steps=num_steps, keep_checkpoints=keep_checkpoints,
                   early_stopping_metric=early_stopping_metric,
                   early_stopping_patience=early_stopping_patience,
+                  rollback_lr_factor=rollback_lr_factor,
                   periods={"checkpoint": checkpoint_every, "summary": summary_every,
                            "validation": validate_every, "images": image_every},
                   guard={"max_bad_steps": max_bad_steps, "max_rollbacks": max_rollbacks,
-                         "rollback_lr_factor": rollback_lr_factor,
-                         "configured_rates": configured_rates})  # fmt: skip
-  write_dir = strategy_lib.write_dir(model_dir, strat)
+                         "rollback_lr_factor": rollback_lr_factor})  # fmt: skip
+  # One writer per model_dir (the chief; other workers write to their own temporary dir).
+  lock = lock_lib.ModelDirLock(model_dir) if strategy_lib.is_chief(strat) else None
+  with lock or contextlib.nullcontext():
+    return _resume_and_run(trainer, splits, val_batches, make_iterator, model_dir, settings,
+                           hooks, lock)  # fmt: skip
+
+
+def _resume_and_run(trainer, splits, val_batches, make_iterator, model_dir, settings, hooks,
+                    lock):  # fmt: skip
+  """Resumes from model_dir (if it has checkpoints) and runs the rest of training."""
+  # Everything that can fail on bad input happens before anything is written.
+  ckpt = tf.train.Checkpoint(**trainer.checkpointed())
+  latest, settings["guard"]["configured_rates"] = _resume(
+    model_dir, trainer, ckpt, settings["early_stopping_metric"], settings["rollback_lr_factor"],
+    set_aside=lock is not None,
+  )  # fmt: skip
+  start = int(trainer.step.numpy())
+  result = {"step": start, "train": {}, "validation": {},
+            "guard": {"skipped_steps": 0, "rollbacks": int(trainer.rollbacks.numpy())}}  # fmt: skip
+  if start >= settings["num_steps"] or bool(trainer.stopped_early.numpy()):
+    logging.info("nothing to do: step %d of %d%s", start, settings["num_steps"],
+                 " (stopped early)" if trainer.stopped_early.numpy() else "")  # fmt: skip
+    result["weights_sha256"] = trainer.weights_digest()
+    return result
+  if lock is not None:
+    lock.write_holder()
+  write_dir = strategy_lib.write_dir(model_dir, trainer.strategy)
   try:
     return _run(trainer, ckpt, splits, val_batches, make_iterator, model_dir, write_dir,
                 latest, result, settings, hooks)  # fmt: skip
@@ -140,14 +167,15 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
       logging.info("removed worker temporary dir %s", write_dir)
 
 
-def _resume(model_dir, trainer, ckpt, early_stopping_metric, rollback_lr_factor):
-  """Restores model_dir's latest checkpoint, if any; returns (its prefix or None, the
+def _resume(model_dir, trainer, ckpt, early_stopping_metric, rollback_lr_factor, set_aside):
+  """Restores model_dir's newest intact checkpoint, if any (damaged newer ones are
+  reported and, with set_aside, moved aside); returns (its prefix or None, the
   gin-configured learning rates)."""
-  latest = keeper_lib.latest(model_dir)
   configured_rates = [float(opt.learning_rate.numpy()) for opt in (trainer.g_opt, trainer.d_opt)]
-  if latest:
+  latest = None
+  if checkpoints.recorded(os.path.join(model_dir, "checkpoints")):  # even if damaged
     keeper_lib.check_same_early_stopping_metric(model_dir, early_stopping_metric)
-    keeper_lib.restore_training_state(ckpt, latest, trainer)
+    latest = keeper_lib.restore_latest_intact(ckpt, model_dir, trainer, set_aside)
     controller_lib.set_learning_rates(trainer, configured_rates, rollback_lr_factor)
     logging.info("resumed from %s at step %d", latest, int(trainer.step.numpy()))
   return latest, configured_rates
@@ -173,9 +201,11 @@ def _run(trainer, ckpt, splits, val_batches, make_iterator, model_dir, write_dir
                                      settings["early_stopping_patience"], chief)
     if val_batches else None,
   }  # fmt: skip
-  ctl = controller_lib.Controller(trainer, keeper, make_iterator, num_steps, settings["periods"],
-                                  acts, settings["guard"])  # fmt: skip
-  result = ctl.run(int(trainer.step.numpy()), latest, result)
+  with preemption.PreemptionWatcher(trainer.stop_requested) as watcher:
+    ctl = controller_lib.Controller(trainer, keeper, make_iterator, num_steps,
+                                    settings["periods"], acts, settings["guard"], writers,
+                                    watcher)  # fmt: skip
+    result = ctl.run(int(trainer.step.numpy()), latest, result)
   return controller_lib.finish(trainer, result, write_dir, model_dir, chief, splits.name, writers)
 
 

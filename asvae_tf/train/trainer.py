@@ -69,6 +69,9 @@ class Trainer:
         0, dtype=tf.int64, trainable=False, name="consecutive_bad_steps"
       )
       self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False, name="rollbacks")
+    # Set by train.preemption.PreemptionWatcher (another thread) on SIGTERM / SIGINT; the
+    # loop ends before its next step. A plain variable (not mirrored, not checkpointed).
+    self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
     self._grad_fns = {
       m: tf.function(self._make_grad_fn(m), jit_compile=True)
       if jit_compile
@@ -214,14 +217,15 @@ class Trainer:
   def _loop(self, iterator, num_steps):
     """Runs up to num_steps >= 1 (int32 scalar tensor) training steps.
 
-    Stops early once train.max_bad_steps consecutive steps were non-finite.
+    Stops early once train.max_bad_steps consecutive steps were non-finite, or when
+    stop_requested is set (preemption: the step in flight completes).
     Returns (metric sums over the good steps, number of good steps, steps run).
     """
     sums, ok = self._one_step(iterator)
     good = tf.cast(ok, tf.int32)
     done = tf.constant(1)
     for _ in tf.range(num_steps - 1):
-      if self.consecutive_bad >= self.max_bad_steps:
+      if self.consecutive_bad >= self.max_bad_steps or self.stop_requested:
         break
       metrics, ok = self._one_step(iterator)
       sums = {k: sums[k] + metrics[k] for k in sums}
