@@ -7,6 +7,7 @@ checkpoints except `save_counter` (how many saves happened, not training state).
 
 import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -193,26 +194,48 @@ def _damage(prefix, how):
     os.remove(prefix + ".index")
 
 
+@pytest.fixture(scope="module")
+def four_checkpoints(tmp_path_factory):
+  """A tiny run with ckpt-2, ckpt-3, ckpt-4 (copied per test before damaging it)."""
+  model_dir = tmp_path_factory.mktemp("four")
+  _train(model_dir, TINY + KEEP3 + ["train.num_steps = 4"])
+  return model_dir
+
+
+KEEP3 = ["train.checkpoint_every = 1", "train.keep_checkpoints = 3"]
+
+
 @pytest.mark.parametrize("how", ["truncate", "flip", "missing_index"])
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, how, caplog):
-  steps = ["train.checkpoint_every = 1", "train.keep_checkpoints = 3"]
-  _train(tmp_path / "run", TINY + steps + ["train.num_steps = 4"])
-  ck = str(tmp_path / "run" / "checkpoints")
+def test_evaluation_and_export_restore_past_a_damaged_latest_checkpoint(
+  tmp_path, four_checkpoints, how
+):
+  run = tmp_path / "run"
+  shutil.copytree(four_checkpoints, run)
+  ck = str(run / "checkpoints")
   _damage(os.path.join(ck, "ckpt-4"), how)
-  # Evaluation and export fall back too (read-only: the files stay where they are).
+  files = sorted(os.listdir(ck))
   gin.clear_config()
   config.parse([MNIST_GIN], TINY)
   try:
-    mdl_path, step = checkpoints.restore_latest_intact(_built_model(), str(tmp_path / "run"))
+    path, step = checkpoints.restore_latest_intact(_built_model(), str(run))
   finally:
     gin.clear_config()
-  assert mdl_path.endswith("ckpt-3") and step == 3
-  # Training: resumes from ckpt-3, moves ckpt-4's files aside (nothing deleted), ends exact.
-  result = _train(tmp_path / "run", TINY + steps + ["train.num_steps = 6"])
+  assert path.endswith("ckpt-3") and step == 3
+  assert sorted(os.listdir(ck)) == files  # read-only: nothing moved or deleted
+
+
+def test_training_resumes_past_a_damaged_latest_checkpoint_exactly(
+  tmp_path, four_checkpoints, caplog
+):
+  run = tmp_path / "run"
+  shutil.copytree(four_checkpoints, run)
+  ck = str(run / "checkpoints")
+  _damage(os.path.join(ck, "ckpt-4"), "truncate")
+  result = _train(run, TINY + KEEP3 + ["train.num_steps = 6"])  # resumes from ckpt-3
   assert result["step"] == 6
   assert any("ckpt-4 is damaged" in r.getMessage() for r in caplog.records)
-  assert glob.glob(os.path.join(ck, "damaged", "ckpt-4.*"))
-  _train(tmp_path / "straight", TINY + steps + ["train.num_steps = 6"])
+  assert glob.glob(os.path.join(ck, "damaged", "ckpt-4.*"))  # set aside, not deleted
+  _train(tmp_path / "straight", TINY + KEEP3 + ["train.num_steps = 6"])
   _assert_identical(_state(ck), _state(str(tmp_path / "straight" / "checkpoints")))
 
 
