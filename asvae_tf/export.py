@@ -359,12 +359,14 @@ def export_checkpoint(model_dir, export_dir, checkpoint=None):
       f"export_checkpoint builds the model from the parsed gin config, and none is parsed: "
       f"parse {gin_path} first (asvae_tf.registry.parse)"
     )
-  checkpoint = checkpoints.resolve_checkpoint(model_dir, checkpoint)
+  requested = checkpoint
+  checkpoint = checkpoints.resolve_checkpoint(model_dir, checkpoint)  # none: fail before work
   with open(gin_path) as f:
     gin_text = f.read()
   mdl = model_lib.build_model(image_shape=image_shape_from_gin())
   mdl.build_all()
-  step = checkpoints.restore_model(mdl, checkpoint)
+  # 'latest' / 'best' fall back past damaged checkpoints (one line each, files kept).
+  checkpoint, step = checkpoints.restore_latest_intact(mdl, model_dir, requested)
   export(mdl, export_dir, gin_text, step=step, dataset=_gin_value("dataset.name", None))
   return export_dir, checkpoint
 

@@ -162,9 +162,9 @@ def main():
   images = mnist_test_images(args.mnist_dir)
   _, export_dir, export_s = export_speed.export_mnist_model(args.export_dir)
   m = tf.saved_model.load(export_dir)
-  load_before = os.getloadavg()
+  load_before, cpu_before = os.getloadavg(), time.process_time()
   result = run_load(m, images, args.threads, args.seconds, args.batch)
-  load_after = os.getloadavg()
+  load_after, cpu = os.getloadavg(), time.process_time() - cpu_before
   rows = summarize(result, args.batch)
   cmd = ".venv/bin/python bench/serving_load.py " + " ".join(sys.argv[1:])
   header = (
@@ -173,8 +173,9 @@ def main():
     f"(export {export_s:.1f} s), {args.threads} client threads for {result['wall']:.1f} s, "
     f"each alternating `sample` (num_samples = {args.batch}) and `encode` ({args.batch} real "
     f"MNIST test images); latency = call + .numpy() of every output. tf {tf.__version__}, "
-    f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f} before / "
-    f"{load_after[0]:.2f} after (1 min)."
+    f"{os.cpu_count()} CPUs; this process used {cpu / result['wall']:.2f} CPUs during the "
+    f"run (the rest: other processes on a shared machine); 1-min load average "
+    f"{load_before[0]:.2f} before / {load_after[0]:.2f} after (this run included)."
   )
   text = header + "\n\n" + table(rows, args.batch) + "\n"
   print(text)

@@ -18,6 +18,7 @@ layer rejects). Each request carries its predicted outcome, which the call must 
 """
 
 import gc
+import os
 import resource
 
 import gin
@@ -332,6 +333,8 @@ def test_hostile_requests_never_get_past_the_checks_and_do_not_leak(served, caps
     print(f"\nserving fuzz, {NUM_REQUESTS} requests (seed 101) after a warm-up of as many:")
     for name, counts in sorted(stats.items()):
       print(f"  {name:16s} {sum(counts.values()):4d} requests: {counts}")
+    warm = {k: sum(c[k] for c in warm_stats.values()) for k in ("valid", "invalid", "python")}
+    print(f"  (warm-up round, seed 100: {warm})")
     print(f"  RSS after warm-up {rss_warm / 2**20:.1f} MiB, after fuzz {rss_after / 2**20:.1f} MiB")
   assert not warm_failures + failures, (warm_failures + failures)[:10]
   assert sum(sum(c.values()) for c in stats.values()) == NUM_REQUESTS
@@ -438,3 +441,21 @@ def test_serving_load_bench_counts_calls_and_errors(served):
   rows = serving_load.summarize(result, batch=45)
   assert rows[0][1] >= 1 and rows[0][2] == 0  # sample (45 <= 50) unaffected
   assert rows[1][2] == len(result["errors"]) == rows[2][2]
+
+
+def test_training_records_the_serving_limits_for_a_re_export(tmp_path):
+  from asvae_tf import config, gin_config, train  # pylint: disable=g-import-not-at-top
+  from conftest import ROOT, TINY_MODEL  # pylint: disable=g-import-not-at-top
+
+  gin.clear_config()
+  config.parse(
+    [os.path.join(ROOT, "gin", "mnist.gin")],
+    TINY_MODEL + ["model.objective = 'vae'", "posterior.kind = 'gaussian'",
+                  "posterior.num_flows = 0", "train.strategy = 'default'",
+                  "train.num_steps = 1", "serving_limits.max_num_samples = 77"],
+  )  # fmt: skip
+  try:
+    train.train(str(tmp_path))
+  finally:
+    gin.clear_config()
+  assert gin_config.operative_value(str(tmp_path), "serving_limits.max_num_samples") == "77"

@@ -205,6 +205,7 @@ def finish(trainer, result, write_dir, model_dir, chief, dataset_name, writers):
     result["weights_sha256"], result["step"], result["guard"]["skipped_steps"],
     result["guard"]["rollbacks"],
   )  # fmt: skip
+  export.serving_limits()  # called first, so operative_config.gin records its bindings
   gin_path = gin_config.write_operative_config(write_dir)
   if chief:
     with open(gin_path) as f:
