@@ -23,10 +23,8 @@ import pytest
 import tensorflow as tf
 
 from asvae_tf import cli
-from asvae_tf import config
-from asvae_tf import train
 from conftest import ROOT, TINY_MODEL, idle_checkpoint_keys
-from harness import NanAt
+from harness import NanAt, checkpoint_state, train_gin
 
 MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
 TRAIN_PY = os.path.join(ROOT, "tools", "train.py")
@@ -62,24 +60,10 @@ GUARD_RUN = TINY_MODEL + [
 
 
 def _train(model_dir, bindings, hooks=None):
-  gin.clear_config()
-  config.parse([MNIST_GIN], list(bindings))
-  try:
-    return train.train(str(model_dir), **({"hooks": hooks} if hooks else {}))
-  finally:
-    gin.clear_config()
+  return train_gin(MNIST_GIN, model_dir, bindings, hooks)
 
 
-def _state(path):
-  """Every variable of the checkpoint at path (a prefix or a checkpoints dir)."""
-  if os.path.isdir(path):
-    path = tf.train.latest_checkpoint(path)
-  reader = tf.train.load_checkpoint(path)
-  return {
-    k: reader.get_tensor(k)
-    for k in reader.get_variable_to_shape_map()
-    if k != "_CHECKPOINTABLE_OBJECT_GRAPH"
-  }
+_state = checkpoint_state  # every variable of a checkpoint (a prefix or a checkpoints dir)
 
 
 def _assert_identical(a, b, skip=()):

@@ -28,6 +28,33 @@ from asvae_tf.train import hooks as hooks_lib
 KILL_POINTS = ("before_save", "mid_write", "after_write", "after_save")
 
 
+def train_gin(gin_file, model_dir, bindings, hooks=None):
+  """train.train(model_dir) on gin_file + bindings (hooks: a Hooks, or None); clears gin."""
+  import gin  # pylint: disable=g-import-not-at-top
+
+  from asvae_tf import registry, train  # pylint: disable=g-import-not-at-top
+
+  gin.clear_config()
+  registry.parse([gin_file], list(bindings))
+  try:
+    return train.train(str(model_dir), **({"hooks": hooks} if hooks else {}))
+  finally:
+    gin.clear_config()
+
+
+def checkpoint_state(path, skip=()):
+  """{key: value} of every variable of the checkpoint at path (a prefix or a checkpoints
+  dir), without the object graph and keys starting with one of `skip`."""
+  if os.path.isdir(path):
+    path = tf.train.latest_checkpoint(path)
+  reader = tf.train.load_checkpoint(path)
+  return {
+    k: reader.get_tensor(k)
+    for k in reader.get_variable_to_shape_map()
+    if k != "_CHECKPOINTABLE_OBJECT_GRAPH" and not k.startswith(tuple(skip))
+  }
+
+
 class NanAt(hooks_lib.Hooks):
   def __init__(self, steps, passes=0):
     self.steps, self.passes = tuple(int(s) for s in steps), int(passes)

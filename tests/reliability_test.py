@@ -25,10 +25,9 @@ from asvae_tf import cli
 from asvae_tf import config
 from asvae_tf import errors
 from asvae_tf import evaluation
-from asvae_tf import train
 from asvae_tf.train import preemption
 from conftest import ROOT, TINY_MODEL
-from harness import EnospcAt
+from harness import EnospcAt, checkpoint_state, train_gin
 
 MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
 TRAIN_PY = os.path.join(ROOT, "tools", "train.py")
@@ -48,23 +47,11 @@ PREEMPTION_GRACE_S = 30  # from the signal to the process exit (a step + a check
 
 
 def _train(model_dir, bindings, hooks=None):
-  gin.clear_config()
-  config.parse([MNIST_GIN], list(bindings))
-  try:
-    return train.train(str(model_dir), **({"hooks": hooks} if hooks else {}))
-  finally:
-    gin.clear_config()
+  return train_gin(MNIST_GIN, model_dir, bindings, hooks)
 
 
 def _state(path):
-  if os.path.isdir(path):
-    path = tf.train.latest_checkpoint(path)
-  reader = tf.train.load_checkpoint(path)
-  return {
-    k: reader.get_tensor(k)
-    for k in reader.get_variable_to_shape_map()
-    if k != "_CHECKPOINTABLE_OBJECT_GRAPH" and not k.startswith("save_counter")
-  }
+  return checkpoint_state(path, skip=("save_counter",))
 
 
 def _assert_identical(a, b):
