@@ -4,7 +4,12 @@ A training model_dir holds model_dir/checkpoints/ (the periodic checkpoints) and
 model_dir/best/ (the early-stopping best). Each checkpoint is a `tf.train.Checkpoint`
 with (at least) `model` (the `ASVAE`) and `step` (int64 training step).
 
-  * `resolve_checkpoint(model_dir, checkpoint)`: "latest" / "best" / a prefix -> prefix.
+  * DEFAULT (None) and `default_choice(model_dir)`: THE default checkpoint of every reader
+    of a model_dir (evaluate, export, the end-of-training export that sample reads,
+    reproduce, asvae_tf.load): the early-stopping best (model_dir/best) when there is one,
+    else the latest of model_dir/checkpoints.
+  * `resolve_checkpoint(model_dir, checkpoint)`: None / "latest" / "best" / a prefix -> prefix.
+  * `chosen_because(model_dir, checkpoint, prefix)`: why, in one phrase (export metadata).
   * `restore_model(mdl, checkpoint)`: the model weights (and step) of a checkpoint into a
     built model, for evaluation and export; optimizer state in it is ignored.
 
@@ -19,6 +24,11 @@ from absl import logging
 import tensorflow as tf
 
 from asvae_tf import errors
+from asvae_tf import gin_config
+
+# The default checkpoint: `checkpoint=None` (or "") means default_choice(model_dir).
+DEFAULT = None
+_NAMED = (None, "", "latest", "best")
 
 # How a damaged checkpoint fails to restore (measured: a truncated data file -> IndexError
 # "Read less bytes than requested", a flipped byte -> DataLossError (CRC), a missing index
@@ -44,7 +54,13 @@ def recorded(directory):
   if state is None:
     return []
   paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
-  paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in paths]
+  # TensorFlow already prefixes relative entries with `directory` (joining again broke a
+  # relative model_dir such as runs/mnist); older versions did not.
+  paths = [
+    p if os.path.isabs(p) or os.path.normpath(os.path.dirname(p)) == os.path.normpath(directory) else
+    os.path.join(directory, p)
+    for p in paths
+  ]  # fmt: skip
   return [p for p in reversed(paths) if p]
 
 
@@ -79,20 +95,29 @@ def is_disk_full(e):
   return isinstance(e, tf.errors.OpError) and "No space left on device" in str(e)
 
 
-def resolve_checkpoint(model_dir, checkpoint=None):
+def default_choice(model_dir):
+  """The rule of DEFAULT: "best" if model_dir/best records a checkpoint (validation ran,
+  so early stopping chose one), else "latest"."""
+  return "best" if recorded(os.path.join(model_dir, "best")) else "latest"
+
+
+def resolve_checkpoint(model_dir, checkpoint=DEFAULT):
   """The checkpoint prefix meant by `checkpoint` for a training model_dir.
 
-  None, "" or "latest": the newest checkpoint the `checkpoint` state file of
-  model_dir/checkpoints records (even if damaged: `restore_latest_intact` falls back);
-  "best": the same in model_dir/best (the early-stopping best); anything else: a
-  checkpoint prefix (e.g. D/checkpoints/ckpt-1000), which must exist.
+  None or "" (DEFAULT): `default_choice(model_dir)`. "latest": the newest checkpoint the
+  `checkpoint` state file of model_dir/checkpoints records (even if damaged:
+  `restore_latest_intact` falls back); "best": the same in model_dir/best (the
+  early-stopping best); anything else: a checkpoint prefix (e.g.
+  D/checkpoints/ckpt-1000), which must exist.
 
   Returns:
     str, a checkpoint prefix.
   Raises:
     FileNotFoundError: no such checkpoint.
   """
-  if checkpoint in (None, "", "latest", "best"):
+  if checkpoint in _NAMED:
+    if checkpoint in (None, ""):
+      checkpoint = default_choice(model_dir)
     sub = "best" if checkpoint == "best" else "checkpoints"
     found = recorded(os.path.join(model_dir, sub))  # the newest, even if damaged
     if not found:
@@ -134,18 +159,39 @@ def restore_model(mdl, checkpoint):
   return int(step.numpy())
 
 
-def restore_latest_intact(mdl, model_dir, checkpoint=None):
+def restore_latest_intact(mdl, model_dir, checkpoint=DEFAULT):
   """resolve_checkpoint + restore_model, falling back past damaged checkpoints.
 
   For "latest" / "best" (or None) the newest recorded checkpoint that restores is used
-  (a damaged one is reported in one line and skipped, never deleted); an explicit prefix
-  is used as given. Returns (prefix, step).
+  (a damaged one is reported in one line and skipped, never deleted; for the default, a
+  damaged best falls back to the latest); an explicit prefix is used as given.
+  Returns (prefix, step).
   Raises:
     FileNotFoundError: no checkpoint; errors.CheckpointMismatchError: another model's;
     errors.CheckpointCorruptError: none restores.
   """
   newest = resolve_checkpoint(model_dir, checkpoint)
   paths = [newest]
-  if checkpoint in (None, "", "latest", "best"):
+  if checkpoint in _NAMED:
     paths = recorded(os.path.dirname(newest)) or paths
+  if checkpoint in (None, "") and default_choice(model_dir) == "best":
+    paths += recorded(os.path.join(model_dir, "checkpoints"))
   return first_intact(paths, lambda path: restore_model(mdl, path))
+
+
+def chosen_because(model_dir, checkpoint, prefix):
+  """Why `prefix` (restored by restore_latest_intact for `checkpoint`) was chosen: one
+  phrase, e.g. "default: early stopping best validation recon" (export metadata)."""
+  if checkpoint not in _NAMED:
+    return "requested: a checkpoint prefix"
+  how = "default" if checkpoint in (None, "") else f"requested {checkpoint!r}"
+  directory = os.path.abspath(os.path.dirname(prefix))
+  newest = [os.path.abspath(p) for p in recorded(directory)[:1]] == [os.path.abspath(prefix)]
+  older = "" if newest else " (newer ones are damaged)"
+  if directory == os.path.abspath(os.path.join(model_dir, "best")):
+    metric = gin_config.operative_value(model_dir, "train.early_stopping_metric", "recon")
+    return f"{how}: early stopping best validation {metric}{older}"
+  if checkpoint in (None, "") and default_choice(model_dir) == "best":
+    return f"{how}: the latest checkpoint (the best one does not restore){older}"
+  none = " (no best checkpoint: no validation)" if checkpoint in (None, "") else ""
+  return f"{how}: the latest checkpoint{none}{older}"

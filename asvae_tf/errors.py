@@ -9,6 +9,8 @@ the builtin it refines (ValueError, RuntimeError), so `except ValueError` keeps 
       GinError                a gin file or binding gin rejects ("bad gin configuration: ...")
         GinFileNotFoundError  a gin file that does not exist (also a FileNotFoundError)
       CheckpointMismatchError a checkpoint that does not match the configured model
+      SavedModelNotFoundError a path that is neither an export base nor a SavedModel
+                              (also a FileNotFoundError)
     DataError                 missing, unreadable or malformed data
     CheckpointCorruptError    no checkpoint of a model_dir restores (all damaged)
     DiskFullError             a checkpoint or export failed for lack of disk space
@@ -39,6 +41,10 @@ class GinFileNotFoundError(GinError, FileNotFoundError):
 
 class CheckpointMismatchError(ConfigError):
   """A checkpoint that does not match the configured model."""
+
+
+class SavedModelNotFoundError(ConfigError, FileNotFoundError):
+  """A path that is neither an export base (numbered versions) nor a SavedModel directory."""
 
 
 class DataError(AsvaeError, ValueError):

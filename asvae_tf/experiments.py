@@ -23,8 +23,9 @@ from asvae_tf import train
 GIN_DIR = gin_config.config_dir()  # the paper configs (package data or the checkout's gin/)
 
 
-def train_and_evaluate(gin_file, model_dir, bindings=(), eval_bindings=(), checkpoint="best"):
-  """Trains gin_file (+ bindings) into model_dir, then evaluates `checkpoint` of it.
+def train_and_evaluate(gin_file, model_dir, bindings=(), eval_bindings=(), checkpoint=None):
+  """Trains gin_file (+ bindings) into model_dir, then evaluates `checkpoint` of it
+  (default: checkpoints.DEFAULT, the early-stopping best, else the latest).
 
   Returns the metrics dict of `evaluation.evaluate` plus train_seconds,
   eval_seconds and final_step (the last trained step).
@@ -224,4 +225,7 @@ def format_comparison(table, results, quick=False):
       cells.append("-" if ours is None else format(ours, fmt))
     cells += [str(m["step"]), f"{m['train_seconds'] / 60:.1f} + {m['eval_seconds'] / 60:.1f}"]
     lines.append("| " + " | ".join(cells) + " |")
+  networks = {m["inception_network"] for m in results.values() if "inception_network" in m}
+  if networks:
+    lines += ["", f"IS / FID network: {'; '.join(sorted(networks))}"]
   return "\n".join(lines)

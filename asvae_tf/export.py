@@ -22,11 +22,13 @@ recorded in the metadata. Wrong dtypes are rejected by the signatures themselves
 
 Assets: assets/operative_config.gin and assets/asvae_metadata.json.
 
-  * `export(mdl, export_dir, operative_config, step, dataset)`: a built model -> SavedModel.
-  * `export_checkpoint(model_dir, export_dir, checkpoint)`: a training checkpoint ->
-    SavedModel, the model built from the gin config the caller parsed (model_dir's
+  * `export(mdl, export_dir, operative_config, step, dataset)`: a built model -> SavedModel
+    at export_dir itself.
+  * `export_checkpoint(model_dir, export_dir, checkpoint)`: a training checkpoint (default:
+    `checkpoints.DEFAULT`) -> SavedModel at export_dir/<step>/ (TF Serving's versions,
+    versions.py), the model built from the gin config the caller parsed (model_dir's
     operative_config.gin); nothing here parses or clears the global gin config.
-  * `read_metadata(export_dir)`: the asvae_metadata.json of an export.
+  * `read_metadata(export_dir)`: the asvae_metadata.json of an export (base or version).
   * `serving_limits(...)` (gin `serving_limits`): the per-request upper limits.
 
 (Was `asvae_tf.export_lib`, kept as an alias for one release.)
@@ -44,6 +46,8 @@ import asvae_tf
 from asvae_tf import errors
 from asvae_tf import model as model_lib
 from asvae_tf import checkpoints
+from asvae_tf import precision
+from asvae_tf import versions
 
 METADATA_FILE = "asvae_metadata.json"
 CONFIG_FILE = "operative_config.gin"
@@ -251,9 +255,13 @@ def _latent_functions(mdl, limits):
   return decode, sample
 
 
-def metadata(mdl, step, dataset=None, limits=None):
-  """The metadata dict written to assets/asvae_metadata.json."""
+def metadata(mdl, step, dataset=None, limits=None, source=None):
+  """The metadata dict written to assets/asvae_metadata.json; `source`: {"checkpoint":
+  prefix, "chosen_because": phrase} of export_checkpoint (else both None)."""
   return {
+    "checkpoint": None,
+    "chosen_because": None,
+    **(source or {}),
     "dataset": dataset,
     "image_shape": list(mdl.image_shape),
     "latent_dim": mdl.latent_dim,
@@ -261,6 +269,7 @@ def metadata(mdl, step, dataset=None, limits=None):
     "num_flows": mdl.posterior.num_flows,
     "objective": mdl.objective.name,
     "likelihood": type(mdl.likelihood).__name__,
+    "dtype_policy": mdl.encoder.dtype_policy.name,
     "training_step": None if step is None else int(step),
     "asvae_tf_version": asvae_tf.__version__,
     "tensorflow_version": tf.__version__,
@@ -269,7 +278,7 @@ def metadata(mdl, step, dataset=None, limits=None):
   }
 
 
-def export(mdl, export_dir, operative_config, step=None, dataset=None, limits=None):
+def export(mdl, export_dir, operative_config, step=None, dataset=None, limits=None, source=None):
   """Writes the SavedModel of the built model `mdl` to export_dir (replaced if present).
 
   Args:
@@ -280,6 +289,7 @@ def export(mdl, export_dir, operative_config, step=None, dataset=None, limits=No
     dataset: dataset name (metadata).
     limits: per-request limits, a dict of `serving_limits` arguments; None or missing
       ones: as gin configures `serving_limits` (else its defaults).
+    source: which checkpoint and why (`metadata`).
   Returns:
     export_dir.
   """
@@ -289,7 +299,7 @@ def export(mdl, export_dir, operative_config, step=None, dataset=None, limits=No
     with open(paths[0], "w") as f:
       f.write(operative_config)
     with open(paths[1], "w") as f:
-      json.dump(metadata(mdl, step, dataset, limits), f, indent=2, sort_keys=True)
+      json.dump(metadata(mdl, step, dataset, limits, source), f, indent=2, sort_keys=True)
     module = AsvaeServing(mdl, paths, limits)
     # Write beside the target, then swap: a failed export leaves the old one intact,
     # and only a directory that IS a SavedModel (or empty) is ever replaced.
@@ -329,25 +339,26 @@ def image_shape_from_gin():
   return _DEFAULT_SHAPES[name]
 
 
-def export_checkpoint(model_dir, export_dir, checkpoint=None):
-  """Restores a checkpoint of model_dir into the gin-configured model and exports it.
+def export_checkpoint(model_dir, export_dir, checkpoint=checkpoints.DEFAULT, image_shape=None):
+  """Restores a checkpoint of model_dir into the gin-configured model and exports it to
+  export_dir/<step>/ (a flat SavedModel at export_dir first moves into its own version).
 
   Like `evaluation.evaluate`, this builds the model from the gin config IN EFFECT and
   never parses, replaces or clears it: the caller parses model_dir/operative_config.gin
-  first (tools/export.py: `registry.parse([model_dir/operative_config.gin])`; a process
-  that holds another config wraps both in `gin_config.fresh()`). The SavedModel ships
-  the text of model_dir/operative_config.gin as its asset.
+  first (tools/export.py: `registry.parse_model_dir(model_dir)`; a process that holds
+  another config wraps both in `gin_config.fresh()`). The SavedModel ships the text of
+  model_dir/operative_config.gin and, in its metadata, the checkpoint and why it was chosen.
 
   Args:
     model_dir: a training model_dir (needs operative_config.gin).
-    export_dir: SavedModel output directory.
-    checkpoint: see `checkpoints.resolve_checkpoint` (default the latest of
-      model_dir/checkpoints).
+    export_dir: the export base (TF Serving's model base path).
+    checkpoint: see `checkpoints.resolve_checkpoint` (default: the best, else the latest).
+    image_shape: (H, W, C); None: that of the gin-configured dataset.
   Returns:
-    (export_dir, restored checkpoint path).
+    (export_dir/<step>, restored checkpoint path).
   Raises:
     FileNotFoundError: no operative_config.gin or no such checkpoint.
-    FileExistsError: export_dir exists and is not a SavedModel.
+    FileExistsError: export_dir exists and is not an export base (versions.check_base).
     errors.ConfigError: no gin config parsed, or a checkpoint of another model
       (errors.CheckpointMismatchError).
   """
@@ -359,19 +370,24 @@ def export_checkpoint(model_dir, export_dir, checkpoint=None):
       f"export_checkpoint builds the model from the parsed gin config, and none is parsed: "
       f"parse {gin_path} first (asvae_tf.registry.parse)"
     )
-  requested = checkpoint
-  checkpoint = checkpoints.resolve_checkpoint(model_dir, checkpoint)  # none: fail before work
+  checkpoints.resolve_checkpoint(model_dir, checkpoint)  # none: fail before any work
+  versions.check_base(export_dir)
   with open(gin_path) as f:
     gin_text = f.read()
-  mdl = model_lib.build_model(image_shape=image_shape_from_gin())
-  mdl.build_all()
+  with precision.policy_scope(precision.serving_dtype_policy()):
+    mdl = model_lib.build_model(image_shape=tuple(image_shape or image_shape_from_gin()))
+    mdl.build_all()
   # 'latest' / 'best' fall back past damaged checkpoints (one line each, files kept).
-  checkpoint, step = checkpoints.restore_latest_intact(mdl, model_dir, requested)
-  export(mdl, export_dir, gin_text, step=step, dataset=_gin_value("dataset.name", None))
-  return export_dir, checkpoint
+  prefix, step = checkpoints.restore_latest_intact(mdl, model_dir, checkpoint)
+  source = {"checkpoint": prefix,
+            "chosen_because": checkpoints.chosen_because(model_dir, checkpoint, prefix)}  # fmt: skip
+  version_dir = versions.prepare(export_dir, step)
+  export(mdl, version_dir, gin_text, step, _gin_value("dataset.name", None), source=source)
+  return version_dir, prefix
 
 
 def read_metadata(export_dir):
-  """The metadata dict of an exported SavedModel (assets/asvae_metadata.json)."""
-  with open(os.path.join(export_dir, "assets", METADATA_FILE)) as f:
+  """The metadata dict (assets/asvae_metadata.json) of a SavedModel or of the highest
+  version of an export base."""
+  with open(os.path.join(versions.resolve(export_dir), "assets", METADATA_FILE)) as f:
     return json.load(f)

@@ -83,6 +83,33 @@ def fresh():
     gin.clear_config()
 
 
+@contextlib.contextmanager
+def isolated():
+  """Like `fresh`, but restores the caller's gin config on exit (for library calls such
+  as `asvae_tf.load`, which parse a model_dir's config inside a user's process).
+
+  gin has no public snapshot, so this saves and restores its global bindings, imports
+  and operative config (private state, like `_LOCATION_PREFIXES` in `parse`)."""
+  cfg = gin.config  # pylint: disable=protected-access
+  saved = (
+    {key: dict(values) for key, values in cfg._CONFIG.items()},
+    set(cfg._IMPORTS),
+    {key: dict(values) for key, values in cfg._OPERATIVE_CONFIG.items()},
+    dict(cfg._SINGLETONS),
+    cfg.config_is_locked(),
+  )
+  gin.clear_config()
+  try:
+    yield
+  finally:
+    gin.clear_config()
+    cfg._CONFIG.update(saved[0])
+    cfg._IMPORTS.update(saved[1])
+    cfg._OPERATIVE_CONFIG.update(saved[2])
+    cfg._SINGLETONS.update(saved[3])
+    cfg._set_config_is_locked(saved[4])
+
+
 def factory(cls, gin_name, layer_name=None, denylist=()):
   """A gin-configurable function `gin_name` that builds `cls` with the same arguments.
 
@@ -136,3 +163,27 @@ def operative_value(model_dir, binding, default=None):
       if line.split("=", 1)[0].strip() == binding:
         value = line.split("=", 1)[1].strip().strip("'\"")
   return value
+
+
+class _TextReferences(gin.config_parser.ParserDelegate):
+  """Keeps `@name` / `%name` references as their text (nothing needs to be registered)."""
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    return f"@{scoped_configurable_name}{'()' if evaluate else ''}"
+
+  def macro(self, macro_name):
+    return f"%{macro_name}"
+
+
+def operative_bindings(config_text=None):
+  """{'scope/configurable.param': value} of a gin config text (default: the operative
+  config so far, `gin.operative_config_str()`), in file order. Values are the parsed
+  literals (int, float, bool, str, None, tuples, ...); references stay text ('@mlp_encoder')."""
+  if config_text is None:
+    config_text = gin.operative_config_str()
+  out = {}
+  for statement in gin.config_parser.ConfigParser(config_text, _TextReferences()):
+    if isinstance(statement, gin.config_parser.BindingStatement):
+      scope = f"{statement.scope}/" if statement.scope else ""
+      out[f"{scope}{statement.selector}.{statement.arg_name}"] = statement.value
+  return out

@@ -103,7 +103,11 @@ class ASVAE(keras.Model):
     self.likelihood = likelihood()
     h, w, c = self.image_shape
     self.encoder = encoder(name="encoder")
-    self.posterior = flows.Posterior(self.latent_dim, name="posterior")
+    # The posterior (flow, log-determinants, inverse) computes in the variable dtype: float32
+    # under a mixed policy, whose encoder / decoder / discriminators compute in 16 bits.
+    self.posterior = flows.Posterior(
+      self.latent_dim, name="posterior", dtype=self.dtype_policy.variable_dtype
+    )
     self.decoder = decoder(output_shape=(h, w, c * self.likelihood.num_params), name="decoder")
     self.has_discriminators = bool(self.objective.discriminators)
     if self.has_discriminators:
@@ -116,7 +120,7 @@ class ASVAE(keras.Model):
 
   def build_all(self):
     """Creates every variable by one pass on a dummy batch of 2."""
-    x = tf.zeros((2,) + self.image_shape, self.compute_dtype)
+    x = tf.zeros((2,) + self.image_shape, self.variable_dtype)
     seed = tf.constant([0, 0], tf.int32)
     self.terms(x, seed, "generator", training=False)
     if self.has_discriminators:
@@ -226,6 +230,10 @@ class ASVAE(keras.Model):
   def terms(self, x, seed, mode, training=True, adversarial_weight=1.0):
     """Per-example terms of eqs. (1), (5), (6), (11) for one batch (`terms.compute`)."""
     return terms_lib.compute(self, x, seed, mode, training, adversarial_weight)
+
+  def terms_shared(self, x, seed, training=True, adversarial_weight=1.0):
+    """(generator Terms, discriminator Terms) of one shared pass (`terms.compute_shared`)."""
+    return terms_lib.compute_shared(self, x, seed, training, adversarial_weight)
 
   def generator_loss(self, terms):
     """[b] loss of theta, phi for the configured objective."""

@@ -16,6 +16,7 @@ from asvae_tf import flows  # noqa: F401  posterior
 from asvae_tf import gin_config
 from asvae_tf import model  # noqa: F401  model, likelihoods, networks
 from asvae_tf import optimizers  # noqa: F401  optimizer
+from asvae_tf import precision  # noqa: F401  serving
 from asvae_tf import evaluation  # noqa: F401  evaluate
 from asvae_tf import train  # noqa: F401  train
 

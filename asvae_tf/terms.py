@@ -4,7 +4,10 @@
 need (`ASVAE.terms` calls it):
   - "generator": what eq. (11) needs, with gradients flowing into theta, phi;
   - "discriminator": real/fake pairs of eqs. (5) and (6), with the encoder and
-    decoder outputs stop-gradient'ed so only psi1, psi2 are trained.
+    decoder outputs stop-gradient'ed so only psi1, psi2 are trained;
+  - "shared" (`compute_shared`, train.update_scheme = 'shared'): ONE encoder and decoder
+    pass feeds both: the generator's terms as in "generator", and the discriminator's
+    real/fake pairs on stop-gradient'ed copies of the same codes and samples.
 Negative ("fake") pairs of eqs. (5)/(6) need independent partners: within each pair of
 rows (2i, 2i+1) the partners are swapped (`pair_swap`), which pairs a code with an
 independent draw and stays replica-invariant for even per-replica batches.
@@ -90,6 +93,45 @@ def _with_r1(net_fn, inputs, want):
   if not want:
     return net_fn(*inputs), None
   return ratios.logit_and_input_grad_sq(net_fn, inputs)
+
+
+def compute_shared(mdl, x, seed, training=True, adversarial_weight=1.0):
+  """(generator Terms, discriminator Terms) from one encoder / decoder pass.
+
+  The generator's Terms are exactly `compute(..., "generator")`'s, except that the
+  encoder and decoder branches are always computed (the discriminators need both).
+  The discriminator's Terms pair the same zq, zp and x' (stop-gradient'ed: eqs. (5), (6)
+  train psi1, psi2 only) with their own network seeds (streams 6, 7 folded with 8), so
+  their dropout masks are independent of the generator's. Against "alternating" (a
+  discriminator pass, then a generator pass with its own draws) this saves one encoder
+  + flow and one decoder forward pass per step, and the generator sees the
+  discriminators of the START of the step (simultaneous updates) rather than the
+  freshly updated ones.
+  """
+  obj = mdl.objective
+  s = rng.split(seed, 8)
+  t = Terms(x=x)
+  zq, log_qzq = mdl.encode(x, s[0], training=training)
+  t.zq, t.log_qzq = zq, log_qzq
+  t.log_pzq = ratios.prior_log_prob(zq)
+  if obj.needs_encoder_branch:
+    params = mdl.decode(zq, seed=s[1], training=training)
+    t.log_px_given_zq = mdl.likelihood.log_prob(params, x)
+  t.zp = mdl.sample_prior(x.shape[0], s[2], x.dtype)
+  params_p = mdl.decode(t.zp, seed=s[3], training=training)
+  t.xp = mdl.decoder_rsample(params_p, s[4])
+  if obj.needs_prior_log_q:
+    x_sleep = tf.stop_gradient(t.xp) if mdl.f2_decoder_gradient == "marginal" else t.xp
+    t.log_q_prior = mdl.posterior_log_prob(x_sleep, t.zp, seed=s[5], training=training)
+  d_training = training and mdl.generator_pass_dropout
+  use_eq5 = "eq5" in obj.discriminators
+  use_eq6 = "eq6" in obj.discriminators
+  _generator_ratios(mdl, t, s, use_eq5, use_eq6, d_training, adversarial_weight, params_p)
+  sg = tf.stop_gradient
+  d = Terms(x=x, zq=sg(zq), log_qzq=sg(log_qzq), log_pzq=sg(t.log_pzq), zp=t.zp, xp=sg(t.xp))
+  s_d = tf.concat([s[:6], tf.stack([rng.fold_in(s[6], 8), rng.fold_in(s[7], 8)])], 0)
+  _discriminator_ratios(mdl, d, s_d, use_eq5, use_eq6, training)
+  return t, d
 
 
 def compute(mdl, x, seed, mode, training=True, adversarial_weight=1.0):

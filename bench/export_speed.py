@@ -30,22 +30,25 @@ import tensorflow as tf
 from asvae_tf import config
 from asvae_tf import export
 from asvae_tf import model as model_lib
+from asvae_tf import precision
 from bench.bench_lib import windows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def export_mnist_model(export_dir=None):
-  """Builds the gin/mnist.gin model (untrained) and exports it.
+def export_mnist_model(export_dir=None, dtype_policy="float32"):
+  """Builds the gin/mnist.gin model (untrained; its networks under `dtype_policy`, as
+  serving.dtype_policy does) and exports it.
 
   Returns (model, export_dir, export seconds); export_dir defaults to a temporary dir.
   """
   gin.clear_config()
   config.parse([os.path.join(ROOT, "gin", "mnist.gin")])
-  mdl = model_lib.build_model(image_shape=(28, 28, 1))
+  with precision.policy_scope(dtype_policy):
+    mdl = model_lib.build_model(image_shape=(28, 28, 1))
+    mdl.build_all()
   gin_text = gin.config_str()
   gin.clear_config()
-  mdl.build_all()
   export_dir = export_dir or os.path.join(tempfile.mkdtemp(prefix="asvae_bench_"), "sm")
   t0 = time.perf_counter()
   export.export(mdl, export_dir, gin_text, step=0, dataset="mnist")

@@ -30,6 +30,7 @@ activations, losses, dropout, the Adam updates, and the planar flow's O(K*D) vec
 Writes bench/results/throughput.md and .json (--quick: a temporary dir unless --out).
 """
 
+import collections
 import datetime
 import inspect
 import json
@@ -50,6 +51,7 @@ import tensorflow as tf
 from asvae_tf import data
 from bench import bench_lib
 from bench import export_speed
+from bench import matmul_limit
 from bench import train_speed
 
 flags.DEFINE_string("mnist_dir", train_speed.MNIST_DIR, "Directory with the MNIST IDX files.")
@@ -66,6 +68,12 @@ flags.DEFINE_bool("jit", False, "XLA-compile the gradient functions (Trainer jit
 flags.DEFINE_integer("sample_batch", 1000, "Batch of the `sample` signature.")
 flags.DEFINE_integer("sample_iters", 20, "`sample` calls per timed window.")
 flags.DEFINE_integer("matmul_reps", 50, "1024^3 matmuls per matmul-rate window.")
+flags.DEFINE_list(
+  "limit_dtypes", ["float32", "bfloat16"], "Dtypes of the shape-aware matmul limit."
+)
+flags.DEFINE_list(
+  "dtype_policies", ["float32", "mixed_bfloat16"], "train.dtype_policy / serving.dtype_policy rows."
+)
 flags.DEFINE_bool(
   "quick",
   False,
@@ -298,7 +306,9 @@ def render_table(rows, matmul_ref):
     "spread %",
     "MFLOP/image",
     "achieved GFLOP/s",
-    "% of matmul",
+    "% of 1024^3 f32 matmul",
+    *[f"{d} shape-aware limit img/s" for d in FLAGS.limit_dtypes],
+    "% of its dtype's limit",
     "img/s target",
     "met?",
     "FLOP/s target",
@@ -315,6 +325,8 @@ def render_table(rows, matmul_ref):
       f"{r['mflop_per_image']:.2f}",
       f"{r['achieved_gflops']:.1f}",
       f"{100 * r['matmul_fraction']:.0f}%",
+      *[f"{r['limits'][d]['img_s']:,.0f}" for d in FLAGS.limit_dtypes],
+      f"{100 * r['median'] / r['limits'][limit_dtype(r['dtype_policy'])]['img_s']:.0f}%",
       f"{r['target']:,}",
       "yes" if r["median"] >= r["target"] else "NO",
       f">= {100 * frac_target:.0f}%" if frac_target else "-",
@@ -338,6 +350,35 @@ def render_flop_table(rows):
       f"{p['step'] / a['step']:.3f} | {p['unpruned'] / 1e6:.3f} | {p['while_loops']} |"
     )
   return "\n".join(lines)
+
+
+def time_sample_row(policy, iters, windows):
+  """(policy, (median, min, max) img/s, model) of the `sample` signature of the gin/mnist.gin
+  model exported under serving.dtype_policy = policy."""
+  mdl, export_dir, _ = export_speed.export_mnist_model(dtype_policy=policy)
+  sig = tf.saved_model.load(export_dir).signatures["sample"]
+  t = export_speed.time_sample(sig, FLAGS.sample_batch, iters, windows)
+  _, med, lo, hi, _ = export_speed.rate_row("sample", t, FLAGS.sample_batch)
+  print(f"  sample ({policy}): {med:,.0f} img/s ({lo:,.0f}-{hi:,.0f})", flush=True)
+  return policy, (med, lo, hi), mdl
+
+
+def limit_dtype(policy):
+  """The matmul dtype of a dtype policy's networks."""
+  return {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}[policy]
+
+
+def shape_limits(counts, images, iters, windows):
+  """{dtype: {"seconds", "img_s", "gflops"}}: the time of exactly these matmuls (one
+  replica's; the rows run the default strategy, one replica) per dtype of --limit_dtypes and
+  of --dtype_policies."""
+  out = {}
+  dtypes = list(FLAGS.limit_dtypes)
+  dtypes += [limit_dtype(p) for p in FLAGS.dtype_policies if limit_dtype(p) not in dtypes]
+  for name in dtypes:
+    med, _, _ = matmul_limit.time_matmuls(counts, tf.as_dtype(name), iters, windows)
+    out[name] = dict(seconds=med, img_s=images / med, gflops=matmul_limit.flops(counts) / med / 1e9)
+  return out
 
 
 def make_row(key, label, rates, mflop, target, matmul_ref, **extra):
@@ -381,37 +422,53 @@ def main(_):
 
   splits = data.load_splits(name="mnist", local_dir=FLAGS.mnist_dir)
   print(f"data: {splits.note}", flush=True)
-  measured = []
-  for key in FLAGS.configs:
+  measured, sampled = [], []
+  for key, policy in [(k, p) for p in FLAGS.dtype_policies for k in FLAGS.configs]:
     trainer, strategy = train_speed.make_trainer(
-      key, FLAGS.strategy, FLAGS.jit, splits, FLAGS.batch_size
+      key, FLAGS.strategy, FLAGS.jit, splits, FLAGS.batch_size, policy
     )
     mdl = trainer.model
-    analytic = passes_flops(
-      step_passes(mdl.objective, mdl.has_discriminators, network_shapes(mdl)), trainer.disc_steps
-    )
+    passes = step_passes(mdl.objective, mdl.has_discriminators, network_shapes(mdl))
+    analytic = passes_flops(passes, trainer.disc_steps)
+    if strategy.num_replicas_in_sync != 1:  # the limit times one replica's matmuls
+      raise app.UsageError("bench/throughput.py times one replica: use --strategy=default")
+    per_replica = FLAGS.batch_size
     profiled = profiled_step_flops(
       trainer, FLAGS.batch_size // strategy.num_replicas_in_sync, splits.image_shape
     )
     med, lo, hi, warm = train_speed.time_trainer(
       trainer, strategy, splits, FLAGS.batch_size, steps, windows
     )
-    measured.append((key, (med, lo, hi), analytic, profiled, warm))
+    counts = matmul_limit.matmul_shapes(passes, per_replica, trainer.disc_steps)
+    limits = shape_limits(counts, FLAGS.batch_size, steps, windows)
+    measured.append((key, policy, (med, lo, hi), analytic, profiled, warm, limits))
     print(
-      f"  {key}: {med:,.0f} img/s ({lo:,.0f}-{hi:,.0f}), trace + warm-up {warm:.1f} s; "
+      f"  {key} ({policy}): {med:,.0f} img/s ({lo:,.0f}-{hi:,.0f}), trace + warm-up {warm:.1f} s; "
       f"{analytic['step'] / 1e6:.2f} MFLOP/image analytic, "
-      f"{profiled['step'] / 1e6:.2f} profiler",
+      f"{profiled['step'] / 1e6:.2f} profiler; shape-aware limit "
+      + ", ".join(f"{d} {v['img_s']:,.0f} img/s" for d, v in limits.items()),
       flush=True,
     )
 
-  mdl, export_dir, _ = export_speed.export_mnist_model()
-  sig = tf.saved_model.load(export_dir).signatures["sample"]
-  t = export_speed.time_sample(sig, FLAGS.sample_batch, sample_iters, windows)
-  _, s_med, s_lo, s_hi, _ = export_speed.rate_row("sample", t, FLAGS.sample_batch)
+  for policy in FLAGS.dtype_policies:
+    sampled.append(time_sample_row(policy, sample_iters, windows))
+  mdl = sampled[0][-1]
   decoder_flops = dense_flops(network_shapes(mdl)["decoder"], "none")
   sample_fn = tf.function(lambda seed: mdl.sample(FLAGS.sample_batch, seed))
   sample_prof = graph_flops(sample_fn.get_concrete_function(tf.TensorSpec([2], tf.int32)))
-  print(f"  sample: {s_med:,.0f} img/s ({s_lo:,.0f}-{s_hi:,.0f})", flush=True)
+  sample_limits = shape_limits(
+    collections.Counter(
+      matmul_limit.chain_matmuls(network_shapes(mdl)["decoder"], FLAGS.sample_batch, "none")
+    ),
+    FLAGS.sample_batch,
+    sample_iters,
+    windows,
+  )
+  print(
+    "  sample shape-aware limit "
+    + ", ".join(f"{d} {v['img_s']:,.0f} img/s" for d, v in sample_limits.items()),
+    flush=True,
+  )
 
   matmul.append(bench_lib.matmul_gflops(reps=matmul_reps))
   matmul_ref = statistics.mean(matmul)
@@ -428,11 +485,11 @@ def main(_):
       flush=True,
     )
   rows = []
-  for key, rates, analytic, profiled, warm in measured:
+  for key, policy, rates, analytic, profiled, warm, limits in measured:
     rows.append(
       make_row(
-        key,
-        LABELS.get(key, key),
+        f"{key}@{policy}",
+        f"{LABELS.get(key, key)}, {policy}",
         rates,
         analytic["step"] / 1e6,
         train_speed.TARGETS[key],
@@ -441,24 +498,29 @@ def main(_):
         flops_analytic=analytic,
         flops_profiler=profiled,
         warmup_s=warm,
+        limits=limits,
+        dtype_policy=policy,
       )
     )
-  rows.append(
-    make_row(
-      "sample",
-      f"`sample` SavedModel, batch {FLAGS.sample_batch}",
-      (s_med, s_lo, s_hi),
-      decoder_flops / 1e6,
-      SAMPLE_TARGET,
-      matmul_ref,
-      flops_analytic={"step": decoder_flops, "generator": decoder_flops, "discriminator": 0},
-      flops_profiler={
-        "step": sample_prof[0] / FLAGS.sample_batch,
-        "unpruned": sample_prof[1] / FLAGS.sample_batch,
-        "while_loops": sample_prof[2],
-      },
+  for policy, (s_med, s_lo, s_hi), _ in sampled:
+    rows.append(
+      make_row(
+        f"sample@{policy}",
+        f"`sample` SavedModel, batch {FLAGS.sample_batch}, {policy}",
+        (s_med, s_lo, s_hi),
+        decoder_flops / 1e6,
+        SAMPLE_TARGET,
+        matmul_ref,
+        flops_analytic={"step": decoder_flops, "generator": decoder_flops, "discriminator": 0},
+        flops_profiler={
+          "step": sample_prof[0] / FLAGS.sample_batch,
+          "unpruned": sample_prof[1] / FLAGS.sample_batch,
+          "while_loops": sample_prof[2],
+        },
+        limits=sample_limits,
+        dtype_policy=policy,
+      )
     )
-  )
 
   command = "bench/throughput.py " + " ".join(sys.argv[1:])
   notes = [
@@ -478,7 +540,11 @@ def main(_):
     f"reference = {matmul_ref:.1f} GFLOP/s (before/after differ by {drift:.0f}%"
     + ("; the machine was NOT quiet" if drift > 10 else "")
     + "). "
-    "Achieved GFLOP/s = img/s x MFLOP/image.",
+    "Achieved GFLOP/s = img/s x MFLOP/image. "
+    "Shape-aware limit (bench/matmul_limit.py): the time of exactly the row's own matmuls "
+    "(forward, input and weight gradients, at the shapes the step runs, one tf.function "
+    f"per dtype: {', '.join(FLAGS.limit_dtypes)}), measured right after the row; "
+    "limit img/s = images / that time, and % of limit = img/s / limit img/s.",
     "MFLOP/image: analytic Dense-matmul FLOPs of one step (forward 2*in*out, weight and "
     "input gradients 2*in*out each, only where the step needs them). Not counted: bias "
     "adds, activations, losses, dropout, Adam updates, the planar flow's O(K*D) vector "

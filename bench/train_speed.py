@@ -23,6 +23,7 @@ import gin
 from asvae_tf import config
 from asvae_tf import data
 from asvae_tf import model as model_lib
+from asvae_tf import precision
 from asvae_tf import train
 from bench import bench_lib
 
@@ -42,12 +43,16 @@ CONFIGS = {
   "asvae_gaussian": ["posterior.kind = 'gaussian'", "posterior.num_flows = 0"] + JOINT,
   "asvae_planar80": ["posterior.kind = 'planar'", "posterior.num_flows = 80"] + JOINT,
   "asvae_planar80_explicit": ["posterior.kind = 'planar'", "posterior.num_flows = 80"],
-}
+  # gin/mnist.gin as shipped with train.update_scheme = 'shared' (one forward pass).
+  "asvae_planar80_explicit_shared": ["posterior.kind = 'planar'", "posterior.num_flows = 80",
+                                     "train.update_scheme = 'shared'"],
+}  # fmt: skip
 TARGETS = {
   "vae": 25000,
   "asvae_gaussian": 7000,
   "asvae_planar80": 3000,
   "asvae_planar80_explicit": 3000,
+  "asvae_planar80_explicit_shared": 3000,
 }
 
 
@@ -60,10 +65,12 @@ def define_flags():
   flags.DEFINE_integer("steps", 50, "Steps per timed window.")
   flags.DEFINE_integer("windows", 5, "Timed windows (median reported).")
   flags.DEFINE_integer("batch_size", 100, "Global batch size.")
+  flags.DEFINE_list("dtype_policies", ["float32"], "train.dtype_policy values to time.")
 
 
-def make_trainer(name, strategy_name, jit, splits, batch_size=100):
-  """(Trainer, strategy) of model `name` of CONFIGS (gin/mnist.gin + its overrides).
+def make_trainer(name, strategy_name, jit, splits, batch_size=100, dtype_policy="float32"):
+  """(Trainer, strategy) of model `name` of CONFIGS (gin/mnist.gin + its overrides), its
+  networks built under `dtype_policy` (as train.dtype_policy does).
 
   The gin config of `name` stays parsed (the trainer's optimizers were made from it).
   """
@@ -71,11 +78,16 @@ def make_trainer(name, strategy_name, jit, splits, batch_size=100):
   config.parse(
     [os.path.join(ROOT, "gin", "mnist.gin")], CONFIGS[name] + [f"train.batch_size = {batch_size}"]
   )
+  try:
+    scheme = gin.query_parameter("train.update_scheme")
+  except ValueError:  # not bound: train's default
+    scheme = "alternating"
   strategy = train.make_strategy(strategy_name)
-  with strategy.scope():
+  with strategy.scope(), precision.policy_scope(dtype_policy):
     mdl = model_lib.build_model(image_shape=splits.image_shape)
     mdl.build_all()
-  return train.Trainer(strategy, mdl, batch_size, 0, 1, jit), strategy
+  trainer = train.Trainer(strategy, mdl, batch_size, 0, 1, jit, update_scheme=scheme)
+  return trainer, strategy
 
 
 def time_trainer(trainer, strategy, splits, batch_size=100, steps=50, windows=5):
@@ -86,9 +98,10 @@ def time_trainer(trainer, strategy, splits, batch_size=100, steps=50, windows=5)
   return bench_lib.time_train_loop(trainer, iter(dist), steps, windows, batch_size)
 
 
-def time_config(name, strategy_name, jit, splits, batch_size=100, steps=50, windows=5):
-  """(median, min, max img/s, trace + warm-up s) of one model / strategy / XLA setting."""
-  trainer, strategy = make_trainer(name, strategy_name, jit, splits, batch_size)
+def time_config(name, strategy_name, jit, splits, batch_size=100, steps=50, windows=5,
+                dtype_policy="float32"):  # fmt: skip
+  """(median, min, max img/s, trace + warm-up s) of one model / strategy / XLA / policy."""
+  trainer, strategy = make_trainer(name, strategy_name, jit, splits, batch_size, dtype_policy)
   return time_trainer(trainer, strategy, splits, batch_size, steps, windows)
 
 
@@ -104,23 +117,24 @@ def main(_):
     f"{FLAGS.steps} steps (min-max shows the noise)\n"
   )
   header = (
-    f"| {'model':<16} | {'strategy':<9} | {'XLA':<3} | {'img/s (median)':>14} | "
+    f"| {'model':<30} | {'dtype policy':<14} | {'strategy':<9} | {'XLA':<3} | {'img/s (median)':>14} | "
     f"{'min-max':>15} | {'target':>7} | {'trace+warm-up s':>15} |"
   )
   print(header)
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-  for name in FLAGS.configs:
-    for strategy_name in FLAGS.strategies:
-      for jit in FLAGS.jit:
-        med, lo, hi, warm = time_config(
-          name, strategy_name, jit == "1", splits, FLAGS.batch_size, FLAGS.steps, FLAGS.windows
-        )
-        print(
-          f"| {name:<16} | {strategy_name:<9} | {'on' if jit == '1' else 'off':<3} | "
-          f"{med:>14,.0f} | {f'{lo:,.0f}-{hi:,.0f}':>15} | {TARGETS[name]:>7,} | "
-          f"{warm:>15.1f} |",
-          flush=True,
-        )
+  rows = [(n, s, j, p) for n in FLAGS.configs for s in FLAGS.strategies for j in FLAGS.jit
+          for p in FLAGS.dtype_policies]  # fmt: skip
+  for name, strategy_name, jit, policy in rows:
+    med, lo, hi, warm = time_config(
+      name, strategy_name, jit == "1", splits, FLAGS.batch_size, FLAGS.steps, FLAGS.windows,
+      policy,
+    )  # fmt: skip
+    print(
+      f"| {name:<30} | {policy:<14} | {strategy_name:<9} | {'on' if jit == '1' else 'off':<3} | "
+      f"{med:>14,.0f} | {f'{lo:,.0f}-{hi:,.0f}':>15} | {TARGETS[name]:>7,} | "
+      f"{warm:>15.1f} |",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

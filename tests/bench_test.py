@@ -104,3 +104,18 @@ def test_profiler_matches_analytic_on_tiny_mlp():
   assert analytic <= executed <= analytic + batch * 20, (executed, analytic)
   assert whole >= executed + 2 * batch * 5 * 3  # + the unused weight gradient of `other`
   assert loops == 0
+
+
+def test_matmul_limit_shapes_are_the_counted_flops():
+  from bench import matmul_limit
+
+  # One layer chain by hand: (3, 4), (4, 2) at batch 5 with "params": forwards (5,3,4),
+  # (5,4,2); weight gradients (3,5,4), (4,5,2); input gradient of the second layer (5,2,4).
+  chain = matmul_limit.chain_matmuls(TINY, 5, "params")
+  assert sorted(chain) == sorted([(5, 3, 4), (5, 4, 2), (3, 5, 4), (4, 5, 2), (5, 2, 4)])
+  for objective, has_d, disc_steps in (("vae", False, 0), ("asvae", True, 2)):
+    passes = throughput.step_passes(losses.get_objective(objective), has_d, _shapes())
+    counts = matmul_limit.matmul_shapes(passes, 7, disc_steps)
+    assert matmul_limit.flops(counts) == 7 * throughput.passes_flops(passes, disc_steps)["step"]
+  seconds, lo, hi = matmul_limit.time_matmuls({(2, 3, 4): 2}, tf.bfloat16, iters=1, windows=1)
+  assert 0 < lo <= seconds <= hi

@@ -23,6 +23,8 @@ TINY_MODEL = [
   "train.batch_size = 8",
   "train.num_steps = 2",
   "train.early_stopping_patience = 0",
+  # The end-of-training SavedModel export (1-2 s per run) only where a test uses it.
+  "train.export_saved_model = False",
 ]
 
 # Real MNIST test-set files live beside the project root (never copied into it).

@@ -23,6 +23,7 @@ from asvae_tf import train_lib
 from asvae_tf.dists import likelihoods
 from asvae_tf.evaluation import feature_nets
 from conftest import MNIST_DIR, ROOT, TINY_MODEL
+import tiny_inception
 
 MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
 TINY = TINY_MODEL + ["train.strategy = 'default'", "train.validate_every = 2"]
@@ -234,8 +235,8 @@ def test_evaluate_is_deterministic_and_reads_best_checkpoint(binary_run, tmp_pat
     "evaluate.num_generated = 0",
     f"evaluate.output_dir = '{tmp_path}'",
   ]
-  a = _evaluate(binary_run, params)
-  b = _evaluate(binary_run, params, checkpoint="best")
+  a = _evaluate(binary_run, params, checkpoint="latest")
+  b = _evaluate(binary_run, params)  # the default: the best checkpoint (there is one)
   assert a["checkpoint"].endswith("checkpoints/ckpt-2") and "best" in b["checkpoint"]
   assert a["iwae_nll"] == b["iwae_nll"] and a["neg_elbo"] == b["neg_elbo"]  # same weights
   c = _evaluate(binary_run, params + ["evaluate.seed = 1"])
@@ -334,6 +335,41 @@ def test_inception_score_and_fid_with_local_weights_file(binary_run, tmp_path):
   assert 1.0 - 1e-9 <= m["inception_score_real"] <= 1000
   assert math.isfinite(m["fid"]) and m["fid"] > -1e-6
   assert m["inception_weights"] == weights and "inception" not in m["skipped"]
+  assert m["inception_comparable"] is False and "NOT comparable" in m["inception_network"]
+  assert "Inception Score (Keras InceptionV3: NOT comparable" in evaluation.format_table(m)
+
+
+def test_comparable_inception_graph_and_reference_stats_through_the_cli(binary_run, tmp_path):
+  graph = str(tmp_path / "classify_image_graph_def.pb")
+  tiny_inception.write_graph(graph)
+  stats = str(tmp_path / "stats.npz")
+  tiny_inception.write_stats(stats, np.random.RandomState(0).normal(size=(30, 5)))
+  out = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tools", "evaluate.py"),
+      f"--model_dir={binary_run}",
+      f"--inception_graph={graph}",
+      f"--fid_reference_stats={stats}",
+      "--gin_param=evaluate.num_importance_samples=2",
+      "--gin_param=evaluate.num_generated=4",
+      "--gin_param=evaluate.num_splits=2",
+      f"--gin_param=evaluate.output_dir='{tmp_path}'",
+    ],
+    capture_output=True,
+    text=True,
+    env=_env(),
+    timeout=300,
+    check=False,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "Inception Score (2015 TF Inception graph: comparable)" in out.stdout, out.stdout
+  assert f"FID (2015 TF Inception graph: comparable; vs {stats})" in out.stdout
+  m = json.load(open(tmp_path / "metrics.json"))
+  assert m["inception_comparable"] is True and m["inception_graph"] == graph
+  assert m["fid_reference"] == stats and "inception" not in m["skipped"]
+  assert "ExpandDims:0" in m["inception_network"] and math.isfinite(m["fid"])
+  assert 1.0 - 1e-9 <= m["inception_score"] <= tiny_inception.CLASSES
 
 
 @pytest.mark.skipif(not os.path.isdir(MNIST_DIR), reason="needs ../shared/data/mnist")

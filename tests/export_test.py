@@ -24,6 +24,7 @@ BIN = os.path.dirname(sys.executable)
 H, W, C, D = 28, 28, 1, 4
 
 TINY = TINY_MODEL + [
+  "train.export_saved_model = True",
   "train.summary_every = 0",
   "train.validate_every = 0",
   "train.image_every = 0",
@@ -79,7 +80,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(trained):
-  return tf.saved_model.load(str(trained / "saved_model"))
+  return tf.saved_model.load(str(trained / "saved_model" / "2"))
 
 
 def _images(n=6, seed=0):
@@ -91,13 +92,14 @@ def _env():
 
 
 def test_training_exports_with_assets(trained):
-  export_dir = trained / "saved_model"
+  export_dir = trained / "saved_model" / "2"
   assert (export_dir / "saved_model.pb").is_file()
   meta = export.read_metadata(str(export_dir))
   assert meta["training_step"] == 2 and meta["latent_dim"] == D
   assert meta["image_shape"] == [H, W, C] and meta["dataset"] == "synthetic"
   assert meta["posterior_kind"] == "planar" and meta["objective"] == "asvae"
   assert meta["asvae_tf_version"]
+  assert meta["checkpoint"].endswith("best/ckpt-2") and "best" in meta["chosen_because"]
   gin_text = (export_dir / "assets" / "operative_config.gin").read_text()
   assert "model.latent_dim = 4" in gin_text
 
@@ -107,7 +109,7 @@ def test_fresh_tf_only_process_matches_in_process_model(trained, tmp_path):
   out = str(tmp_path / "out")
   np.save(out + ".in.npy", x)
   r = subprocess.run(
-    [sys.executable, "-c", LOADER, str(trained / "saved_model"), out],
+    [sys.executable, "-c", LOADER, str(trained / "saved_model" / "2"), out],
     capture_output=True,
     text=True,
     env=_env(),
@@ -272,7 +274,7 @@ def test_saved_model_cli_runs_sample(trained, tmp_path):
       os.path.join(BIN, "saved_model_cli"),
       "run",
       "--dir",
-      str(trained / "saved_model"),
+      str(trained / "saved_model" / "2"),
       "--tag_set",
       "serve",
       "--signature_def",
@@ -291,7 +293,13 @@ def test_saved_model_cli_runs_sample(trained, tmp_path):
   assert np.load(tmp_path / "images.npy").shape == (3, H, W, C)
   assert np.load(tmp_path / "z.npy").shape == (3, D)
   r = subprocess.run(
-    [os.path.join(BIN, "saved_model_cli"), "show", "--all", "--dir", str(trained / "saved_model")],
+    [
+      os.path.join(BIN, "saved_model_cli"),
+      "show",
+      "--all",
+      "--dir",
+      str(trained / "saved_model" / "2"),
+    ],
     capture_output=True,
     text=True,
     env=_env(),
@@ -325,6 +333,7 @@ def test_export_and_sample_tools(trained, tmp_path):
       os.path.join(ROOT, "tools", "export.py"),
       f"--model_dir={trained}",
       f"--export_dir={export_dir}",
+      "--dtype_policy=mixed_bfloat16",  # serving.dtype_policy
     ],
     capture_output=True,
     text=True,
@@ -332,7 +341,8 @@ def test_export_and_sample_tools(trained, tmp_path):
     timeout=300,
   )
   assert r.returncode == 0, r.stderr[-3000:]
-  assert export.read_metadata(str(export_dir))["training_step"] == 2
+  meta = export.read_metadata(str(export_dir))
+  assert meta["training_step"] == 2 and meta["dtype_policy"] == "mixed_bfloat16"
   out = tmp_path / "png"
   r = subprocess.run(
     [
@@ -342,6 +352,8 @@ def test_export_and_sample_tools(trained, tmp_path):
       f"--out_dir={out}",
       "--num=6",
       "--seed=1",
+      "--scale=1",  # unscaled tiles without separators: the sizes below
+      "--separator=0",
     ],
     capture_output=True,
     text=True,
@@ -362,6 +374,8 @@ def test_export_and_sample_tools(trained, tmp_path):
       f"--saved_model={export_dir}",
       f"--out_dir={out2}",
       "--num=4",
+      "--scale=1",  # unscaled tiles without separators: the sizes below
+      "--separator=0",
     ],
     capture_output=True,
     text=True,
@@ -392,8 +406,8 @@ def test_export_checkpoint_replaces_only_saved_models_and_keeps_the_gin_config(t
     target = tmp_path / "sm"
     for _ in range(2):
       export.export_checkpoint(str(trained), str(target))
-    assert (target / "saved_model.pb").is_file()
-    assert not (tmp_path / "sm.partial").exists()
+    assert (target / "2" / "saved_model.pb").is_file()  # <export_dir>/<step>/
+    assert os.listdir(target) == ["2"]  # no 2.partial left behind
     assert gin.config_str() == before  # nothing parsed, replaced or cleared
   finally:
     gin.clear_config()

@@ -11,8 +11,10 @@
     after_write  ckpt-<step>.index/.data-* in place, `checkpoint` state file not updated
     after_save   ckpt-<step> fully saved and recorded
 
-Run as a script it is tools/train.py with one more flag:
+Run as a script it is tools/train.py with two more flags:
   python tests/harness.py --kill_at=mid_write:3[,after_save:9] --gin_file=... --model_dir=...
+  --logical_cpus=N  split the CPU into N logical devices first (N MirroredStrategy replicas;
+                    must happen before TensorFlow initialises its devices, hence a process)
 """
 
 import contextlib
@@ -145,8 +147,18 @@ def main():
   from asvae_tf import cli
 
   flags.DEFINE_string("kill_at", "", "Kill points, see the module docstring.")
+  flags.DEFINE_integer("logical_cpus", 0, "Split the CPU into this many logical devices.")
   cli.define_train_flags()
-  cli.main(lambda argv: cli.train_main(hooks=KillAt(flags.FLAGS.kill_at)))
+
+  def run(argv):
+    del argv
+    if flags.FLAGS.logical_cpus:
+      cpu = tf.config.list_physical_devices("CPU")[0]
+      devices = [tf.config.LogicalDeviceConfiguration()] * flags.FLAGS.logical_cpus
+      tf.config.set_logical_device_configuration(cpu, devices)
+    return cli.train_main(hooks=KillAt(flags.FLAGS.kill_at))
+
+  cli.main(run)
 
 
 if __name__ == "__main__":

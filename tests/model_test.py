@@ -128,3 +128,46 @@ def test_sample_reconstruct_and_reconstruction_errors():
   np.testing.assert_allclose(
     recon_z.numpy(), np.mean((zz.numpy() - mdl.posterior_mean(xz).numpy()) ** 2, axis=1), rtol=1e-5
   )
+
+
+_GEN_FIELDS = ("zq", "log_qzq", "log_pzq", "log_px_given_zq", "zp", "xp", "log_q_prior",
+               "f1_real", "f2_real", "f2_explicit")  # fmt: skip
+_DISC_FIELDS = ("f1_real", "f1_fake", "f2_real", "f2_fake", "f2x_real", "f2x_fake", "f2z_real",
+                "f2z_fake")  # fmt: skip
+
+
+@pytest.mark.parametrize("estimator", ["joint", "explicit"])
+def test_shared_pass_equals_the_two_alternating_passes(estimator):
+  """update_scheme='shared': without dropout (the only use of the discriminators' own
+  seeds), one shared pass gives the generator pass's terms and gradients and the
+  discriminator pass's, for the same seed (independent reference: the two passes)."""
+  kwargs = {"ratio_estimator": estimator}
+  if estimator == "explicit":
+    kwargs["f2_decoder_gradient"] = "marginal"
+  mdl = tiny_asvae("asvae", "planar", **kwargs)
+  x = _x()
+  with tf.GradientTape(persistent=True) as tape:
+    # training=False: no dropout, whose masks the shared pass draws from its own seeds.
+    gen = mdl.terms(x, SEED, "generator", training=False)
+    disc = mdl.terms(x, SEED, "discriminator", training=False)
+    s_gen, s_disc = mdl.terms_shared(x, SEED, training=False)
+    losses = [mdl.generator_loss(gen), mdl.discriminator_loss(disc)]
+    s_losses = [mdl.generator_loss(s_gen), mdl.discriminator_loss(s_disc)]
+  for fields, a, b in ((_GEN_FIELDS, gen, s_gen), (_DISC_FIELDS, disc, s_disc)):
+    for name in fields:
+      want, got = getattr(a, name), getattr(b, name)
+      assert (want is None) == (got is None), name
+      if want is not None:
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6, err_msg=name)
+  for variables, loss, s_loss in (
+    (mdl.generator_variables, losses[0], s_losses[0]),
+    (mdl.discriminator_variables, losses[1], s_losses[1]),
+  ):
+    for v, g, sg in zip(
+      variables, tape.gradient(loss, variables), tape.gradient(s_loss, variables)
+    ):
+      assert (g is None) == (sg is None), v.path
+      if g is not None:
+        np.testing.assert_allclose(sg.numpy(), g.numpy(), rtol=1e-5, atol=1e-6, err_msg=v.path)
+  # The discriminator's loss of the shared pass reaches only psi.
+  assert all(g is None for g in tape.gradient(s_losses[1], mdl.generator_variables))

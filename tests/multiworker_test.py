@@ -27,6 +27,7 @@ DEADLINE = 240  # seconds for the whole 2-worker run
 
 # Plain SGD: a loss-scaling error (per-worker instead of global batch) would show.
 RUN = TINY_MODEL + [
+  "train.export_saved_model = True",
   "model.objective = 'asvae'",
   "posterior.kind = 'gaussian'",
   "posterior.num_flows = 0",

@@ -204,7 +204,7 @@ def test_evaluation_and_export_restore_past_a_damaged_latest_checkpoint(
   gin.clear_config()
   config.parse([MNIST_GIN], TINY)
   try:
-    path, step = checkpoints.restore_latest_intact(_built_model(), str(run))
+    path, step = checkpoints.restore_latest_intact(_built_model(), str(run), "latest")
   finally:
     gin.clear_config()
   assert path.endswith("ckpt-3") and step == 3
@@ -278,7 +278,9 @@ def test_a_full_disk_during_the_export_stops_with_one_line(tmp_path, capsys, mon
   monkeypatch.setattr(export, "export", full)
   gin.clear_config()
   try:
-    code = cli.run_training([MNIST_GIN], TINY + ["train.num_steps = 2"], str(tmp_path))
+    code = cli.run_training(
+      [MNIST_GIN], TINY + ["train.num_steps = 2", "train.export_saved_model = True"], str(tmp_path)
+    )
   finally:
     gin.clear_config()
   err = capsys.readouterr().err
@@ -303,7 +305,7 @@ def test_evaluate_names_the_checkpoint_it_fell_back_to(tmp_path):
       TINY + ["evaluate.num_importance_samples = 2", "evaluate.max_examples = 8",
               "evaluate.num_generated = 8", "evaluate.num_splits = 2"],
     )  # fmt: skip
-    metrics = evaluation.evaluate(str(tmp_path))
+    metrics = evaluation.evaluate(str(tmp_path), checkpoint="latest")
   finally:
     gin.clear_config()
   assert metrics["checkpoint"].endswith("ckpt-2") and metrics["step"] == 2

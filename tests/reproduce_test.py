@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from asvae_tf import config
 from asvae_tf import experiments
 from conftest import ROOT
+import tiny_inception
 
 
 def _env():
@@ -48,10 +50,13 @@ def test_table1_quick_cli(tmp_path):
   text = (tmp_path / "table1.md").read_text()
   assert "| VAE, planar K=80 (paper: NF k=80) | 85.1 | " in text
   assert f"{m['neg_elbo']:.2f}" in text and text.strip() in out.stdout
-  assert os.path.isfile(tmp_path / "vae" / "saved_model" / "saved_model.pb")
+  assert os.path.isfile(tmp_path / "vae" / "saved_model" / "2" / "saved_model.pb")
 
 
 def test_table2_quick_cli_on_32x32_conv_model(tmp_path):
+  graph, stats = str(tmp_path / "graph.pb"), str(tmp_path / "stats.npz")
+  tiny_inception.write_graph(graph)  # the 2015 Inception graph's tensor names, tiny
+  tiny_inception.write_stats(stats, np.random.RandomState(0).normal(size=(30, 5)))
   out = subprocess.run(
     [
       sys.executable,
@@ -60,6 +65,8 @@ def test_table2_quick_cli_on_32x32_conv_model(tmp_path):
       "--quick",
       "--models=asvae",
       f"--work_dir={tmp_path}",
+      f"--inception_graph={graph}",
+      f"--fid_reference_stats={stats}",
     ],
     capture_output=True,
     text=True,
@@ -72,6 +79,8 @@ def test_table2_quick_cli_on_32x32_conv_model(tmp_path):
   m = json.load(open(tmp_path / "table2.json"))["results"]["asvae"]
   assert m["likelihood"] == "discretized_gaussian" and m["rmse_pixel_scale"] == "[0, 255]"
   assert 0 < m["iwae_bits_per_dim"] <= m["neg_elbo_bits_per_dim"]
+  assert m["inception_comparable"] is True and m["fid_reference"] == stats
+  assert "IS / FID network: 2015 TF Inception graph" in out.stdout
 
 
 def test_comparison_table_puts_paper_beside_ours():

@@ -2,6 +2,8 @@
 
   python tools/evaluate.py --model_dir=runs/mnist \
       [--checkpoint=best] [--classifier_dir=runs/mnist_classifier] \
+      [--inception_graph=/path/classify_image_graph_def.pb \
+       [--fid_reference_stats=/path/fid_stats_cifar10_train.npz]] \
       [--inception_weights=/path/inception_v3_weights_tf_dim_ordering_tf_kernels.h5] \
       [--gin_param="evaluate.num_importance_samples=5000"]
 
@@ -22,11 +24,28 @@ from asvae_tf import evaluation
 from asvae_tf import registry
 
 flags.DEFINE_string("model_dir", None, "Training model_dir (holds operative_config.gin).")
-flags.DEFINE_string("checkpoint", None, "'latest' (default), 'best', or a checkpoint prefix.")
+flags.DEFINE_string(
+  "checkpoint", None, "'best', 'latest' or a checkpoint prefix; default: best if any, else latest."
+)
 flags.DEFINE_multi_string("gin_file", [], "Extra gin file(s), after operative_config.gin.")
 flags.DEFINE_multi_string("gin_param", [], "Gin binding(s), applied last.")
 flags.DEFINE_string(
-  "inception_weights", None, "Local InceptionV3 weights file (sets evaluate.inception_weights)."
+  "inception_weights",
+  None,
+  "Local Keras InceptionV3 weights file (sets evaluate.inception_weights); IS/FID NOT "
+  "comparable with published numbers.",
+)
+flags.DEFINE_string(
+  "inception_graph",
+  None,
+  "The 2015 TF Inception GraphDef classify_image_graph_def.pb (sets "
+  "evaluate.inception_graph); IS/FID comparable with published numbers.",
+)
+flags.DEFINE_string(
+  "fid_reference_stats",
+  None,
+  "TTUR FID statistics .npz (mu, sigma) the FID is taken against (sets "
+  "evaluate.fid_reference_stats; needs --inception_graph).",
 )
 flags.DEFINE_string(
   "classifier_dir", None, "Output of tools/train_classifier.py (sets evaluate.classifier_dir)."
@@ -44,8 +63,9 @@ def main(argv):
       f"no operative_config.gin in --model_dir={FLAGS.model_dir} (is it a training model_dir?)"
     )
   params = list(FLAGS.gin_param)
-  if FLAGS.inception_weights:
-    params.append(f"evaluate.inception_weights = {json.dumps(FLAGS.inception_weights)}")
+  for name in ("inception_weights", "inception_graph", "fid_reference_stats"):
+    if FLAGS[name].value:
+      params.append(f"evaluate.{name} = {json.dumps(FLAGS[name].value)}")
   if FLAGS.classifier_dir:
     params.append(f"evaluate.classifier_dir = {json.dumps(FLAGS.classifier_dir)}")
   registry.parse_model_dir(FLAGS.model_dir, FLAGS.gin_file, params)

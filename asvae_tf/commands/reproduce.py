@@ -2,7 +2,8 @@
 
   python tools/reproduce.py --table=1 --gin_param="dataset.local_dir='/data/mnist'" \
       --classifier_dir=runs/mnist_classifier
-  python tools/reproduce.py --table=2 --inception_weights=/path/inception_v3.h5
+  python tools/reproduce.py --table=2 --inception_graph=/path/classify_image_graph_def.pb \
+      [--fid_reference_stats=/path/fid_stats_cifar10_train.npz]
   python tools/reproduce.py --table=3 --quick        # smoke run on synthetic data
 
 Each row trains its gin file (gin/mnist*.gin, gin/cifar10*.gin, gin/imagenet64.gin: the
@@ -25,7 +26,18 @@ flags.DEFINE_string("work_dir", None, "Default runs/reproduce_table<N>[_quick]."
 flags.DEFINE_multi_string("gin_param", [], "Extra training bindings (e.g. dataset.local_dir).")
 flags.DEFINE_multi_string("eval_param", [], "Extra evaluation bindings (evaluate.*).")
 flags.DEFINE_list("models", None, "Subset of the table's rows (default all).")
-flags.DEFINE_string("inception_weights", None, "Local InceptionV3 weights (tables 2, 3).")
+flags.DEFINE_string(
+  "inception_graph",
+  None,
+  "2015 TF Inception GraphDef classify_image_graph_def.pb (tables 2, 3): IS/FID comparable "
+  "with the paper's.",
+)
+flags.DEFINE_string(
+  "fid_reference_stats", None, "TTUR FID statistics .npz (mu, sigma); needs --inception_graph."
+)
+flags.DEFINE_string(
+  "inception_weights", None, "Local Keras InceptionV3 weights: IS/FID NOT comparable."
+)
 flags.DEFINE_string("classifier_dir", None, "MNIST classifier (table 1).")
 flags.DEFINE_bool("quick", False, "Tiny networks, synthetic data, 2 steps: a smoke run.")
 FLAGS = flags.FLAGS
@@ -40,8 +52,9 @@ def main(argv):
     "runs", f"reproduce_table{table}{'_quick' if FLAGS.quick else ''}"
   )
   evals = list(FLAGS.eval_param)
-  if FLAGS.inception_weights:
-    evals.append(f"evaluate.inception_weights = {json.dumps(FLAGS.inception_weights)}")
+  for name in ("inception_graph", "fid_reference_stats", "inception_weights"):
+    if FLAGS[name].value:
+      evals.append(f"evaluate.{name} = {json.dumps(FLAGS[name].value)}")
   if FLAGS.classifier_dir:
     evals.append(f"evaluate.classifier_dir = {json.dumps(FLAGS.classifier_dir)}")
   _, text = experiments.reproduce(

@@ -7,7 +7,7 @@ Rerunning the same command resumes from the latest complete checkpoint in --mode
 (also after the process was killed). Exit code 0 on success; 2 with one line
 `asvae_tf: error: ...` on stderr for bad input (model_dir left untouched) or when training
 diverged past its rollback budget (train.max_rollbacks). --strategy=multi_worker reads
-TF_CONFIG (see README, "Fault tolerance and multi-worker training").
+TF_CONFIG (see docs/training.md, "Fault tolerance and multi-worker training").
 """
 
 from asvae_tf import cli

@@ -6,9 +6,10 @@ Two layers:
    [N, H, W, C]: train / validation / test. The validation split is always
    carved from the END of the training data (nothing is shuffled before
    splitting), so a split is a pure function of the files and
-   `validation_size`. Sources: TFDS (offline unless `dataset.download=True`),
-   local files (`dataset.local_dir`: MNIST IDX, CIFAR-10 python batches, or a
-   .npz), or a deterministic synthetic dataset for tests.
+   `validation_size`. Sources: TFDS (`dataset.download`: 'auto' downloads after
+   one quick reachability probe, True always, False never), local files
+   (`dataset.local_dir`: MNIST IDX, CIFAR-10 python batches, or a .npz), or a
+   deterministic synthetic dataset for tests.
 
 2. `train_dataset` / `eval_dataset` / `to_float` turn those arrays into float32
    images in [0, 1].

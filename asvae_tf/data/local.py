@@ -6,8 +6,9 @@ What is found decides the protocol, in this order:
   (official train / t10k test); t10k-images alone selects the MNIST-10k
   protocol (see shared/data/mnist/README.md): t10k images 0..7999 are the
   training data, 8000..9999 the test set, whose binarisation is sha256-checked.
-  Label files next to them are not used, but are checked (readable, as many
-  labels as images) when present.
+  Label files next to them are not used in training, but are checked (readable, as
+  many labels as images) when present; the validation split's labels are kept for
+  TensorBoard's embedding projector (`Splits.validation_labels`).
 * CIFAR-10 python batches (cifar10 only), in the folder or in its
   cifar-10-batches-py/ subfolder.
 * One .npz with uint8 x_train / x_test (optional x_validation), any dataset.
@@ -90,10 +91,14 @@ def _try_load_mnist_idx(path, entries, validation_size):
       f"MNIST"
     )
   test_all = formats.read_idx_images(test_file)
-  _check_idx_labels(path, entries, test_all, test_file, formats.MNIST_TEST_LABEL_FILES)
+  test_labels = _check_idx_labels(
+    path, entries, test_all, test_file, formats.MNIST_TEST_LABEL_FILES
+  )
   if train_file is not None:
     train_all = formats.read_idx_images(train_file)
-    _check_idx_labels(path, entries, train_all, train_file, formats.MNIST_TRAIN_LABEL_FILES)
+    train_labels = _check_idx_labels(
+      path, entries, train_all, train_file, formats.MNIST_TRAIN_LABEL_FILES
+    )
     return make_splits(
       "mnist",
       train_all,
@@ -105,24 +110,28 @@ def _try_load_mnist_idx(path, entries, validation_size):
         f"MNIST IDX files {train_file.name} + {test_file.name} in "
         f"{path} (full MNIST: official train / t10k test)"
       ),
+      train_labels=train_labels,
     )
-  return _mnist10k_splits(test_all, test_file, validation_size)
+  return _mnist10k_splits(test_all, test_file, validation_size, test_labels)
 
 
 def _check_idx_labels(path, entries, images, images_file, label_names):
-  """Checks the label file of `images_file`, if the folder has one: readable, as long.
+  """The labels of `images_file` (None if the folder has no label file), checked:
+  readable, as many as images.
 
   Training does not use labels, but a label file that is corrupt or disagrees with its
   images means the folder mixes files of different sets (the evaluation's classifier
   reads them too): DataError rather than training on a broken copy.
   """
   labels_file = formats.find_first(path, label_names, entries)
-  if labels_file is not None:
-    labels = formats.read_idx_labels(labels_file)
-    formats.check_same_count(images, images_file, labels, labels_file)
+  if labels_file is None:
+    return None
+  labels = formats.read_idx_labels(labels_file)
+  formats.check_same_count(images, images_file, labels, labels_file)
+  return labels
 
 
-def _mnist10k_splits(test_all, test_file, validation_size):
+def _mnist10k_splits(test_all, test_file, validation_size, test_labels=None):
   """The MNIST-10k protocol: t10k images 0..7999 train, 8000..9999 test."""
   if test_all.shape != (MNIST10K_NUM_IMAGES, 28, 28, 1):
     raise DataError(
@@ -142,6 +151,7 @@ def _mnist10k_splits(test_all, test_file, validation_size):
       f"train (validation from their end), 8000..9999 = test "
       f"(binarised once with RandomState(0), sha256 verified)"
     ),
+    train_labels=None if test_labels is None else test_labels[:MNIST10K_NUM_TRAIN],
   )
   digest = hashlib.sha256(np.ascontiguousarray(splits.test_binarized).tobytes()).hexdigest()
   if digest != MNIST10K_TEST_BINARIZED_SHA256:

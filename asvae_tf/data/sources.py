@@ -1,9 +1,13 @@
 """Where splits come from: `load_splits` (gin name `dataset`) and its sources.
 
-* TFDS (offline unless `dataset.download=True`),
+* TFDS (`dataset.download`: 'auto' downloads when one quick probe reaches TFDS's host),
 * local files (`dataset.local_dir`, see `asvae_tf.data.local`),
 * a deterministic synthetic dataset for tests (`synthetic_images`).
 """
+
+import threading
+import urllib.error
+import urllib.request
 
 import gin
 import numpy as np
@@ -12,7 +16,7 @@ import tensorflow as tf
 from asvae_tf.data.checks import is_int
 from asvae_tf.data.local import EXPECTED_LOCAL_FILES, load_local
 from asvae_tf.data.splits import DEFAULT_VALIDATION_SIZE, Splits, make_splits
-from asvae_tf.errors import DataError, one_line
+from asvae_tf.errors import ConfigError, DataError, one_line
 
 DATASET_NAMES = ("mnist", "cifar10", "imagenet64", "synthetic")
 
@@ -25,13 +29,18 @@ TFDS_BUILDERS = {
   "imagenet64": ("downsampled_imagenet/64x64", "train", "validation"),
 }
 
+# dataset.download='auto' sends one HEAD request here (TFDS's download host: its prepared
+# datasets and MNIST's source files) and downloads only when it answers within the timeout.
+PROBE_URL = "https://storage.googleapis.com/tfds-data/"
+PROBE_TIMEOUT_SECONDS = 5.0
+
 
 @gin.configurable("dataset")
 def load_splits(
   name=gin.REQUIRED,
   local_dir=None,
   validation_size=None,
-  download=False,
+  download="auto",
   synthetic_num_examples=256,
   synthetic_image_shape=(28, 28, 1),
   synthetic_seed=0,
@@ -47,8 +56,10 @@ def load_splits(
     validation_size: number of training examples held out from the end of the
       training data; None selects the dataset default (MNIST 10000, MNIST-10k
       1000, CIFAR-10 5000, ImageNet64 10000, synthetic N // 8); 0 is allowed.
-    download: let TFDS download and prepare the dataset (needs internet).
-      False fails fast when the dataset is not already prepared.
+    download: whether TFDS may download and prepare a dataset that is not already in
+      its data_dir: 'auto' (one reachability probe, `tfds_reachable`, then download;
+      unreachable: a DataError naming dataset.local_dir within seconds), True (always
+      download, needs internet) or False (never: fail fast when not prepared).
     synthetic_num_examples: total number of synthetic images (train +
       validation + test).
     synthetic_image_shape: (H, W, C) of the synthetic images.
@@ -60,9 +71,12 @@ def load_splits(
     A `Splits`.
 
   Raises:
+    ConfigError: download is not 'auto', True or False.
     DataError: unknown name, missing / corrupt files, unprepared TFDS dataset,
       or an impossible validation_size.
   """
+  if not (isinstance(download, bool) or (isinstance(download, str) and download == "auto")):
+    raise ConfigError(f"dataset.download must be 'auto', True or False, got {download!r}")
   if name not in DATASET_NAMES:
     raise DataError(f"unknown dataset.name {name!r}; allowed: {', '.join(DATASET_NAMES)}")
   if validation_size is not None and not is_int(validation_size, 0, np.inf):
@@ -187,16 +201,56 @@ def _tfds_split_to_numpy(builder, split):
   return out
 
 
+def tfds_reachable(url=PROBE_URL, timeout=PROBE_TIMEOUT_SECONDS):
+  """True when one HTTP HEAD request to `url` gets an answer within `timeout` seconds.
+
+  Any HTTP status counts as an answer (the host is reachable). The request goes through
+  the environment's proxy settings, as TFDS's downloads do, and runs in a daemon thread,
+  so a name lookup that hangs cannot hold the caller past `timeout`.
+  """
+  answered = threading.Event()
+
+  def head():
+    try:
+      urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+      pass  # 403, 404, ...: an answer
+    except Exception:  # pylint: disable=broad-except  (URLError, OSError, timeouts: offline)
+      return
+    answered.set()
+
+  threading.Thread(target=head, name="asvae-tfds-probe", daemon=True).start()
+  return answered.wait(timeout)
+
+
+def _prepare(builder, name, download, where):
+  """Downloads and prepares `builder` as dataset.download says (see `load_splits`).
+
+  Raises:
+    DataError: download='auto', the dataset is not prepared and the probe got no answer.
+  """
+  if download is False or (download == "auto" and builder.is_prepared()):
+    return
+  if download == "auto" and not tfds_reachable():
+    raise DataError(
+      f"dataset {name!r} (TFDS {TFDS_BUILDERS[name][0]}) is not prepared in {where} and TFDS's "
+      f"download host did not answer within {PROBE_TIMEOUT_SECONDS:g} s "
+      f"(dataset.download='auto'); set dataset.local_dir to a folder with "
+      f"{EXPECTED_LOCAL_FILES[name]}, or prepare the TFDS data elsewhere and point "
+      f"dataset.tfds_data_dir at it"
+    )
+  builder.download_and_prepare()
+
+
 def _load_tfds(name, validation_size, download, data_dir):
-  """TFDS path: fails fast (no download) unless download=True."""
+  """TFDS path: downloads as dataset.download says, then reads both splits."""
   tfds_name, train_split, test_split = TFDS_BUILDERS[name]
   where = data_dir or "the default TFDS data_dir"
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
     builder = tfds.builder(tfds_name, data_dir=data_dir)
-    if download:
-      builder.download_and_prepare()
+    _prepare(builder, name, download, where)
     train_full = _tfds_split_to_numpy(builder, train_split)
     test = _tfds_split_to_numpy(builder, test_split)
   except DataError:
@@ -205,8 +259,8 @@ def _load_tfds(name, validation_size, download, data_dir):
     raise DataError(
       f"dataset {name!r} (TFDS {tfds_name}) is not available in {where} "
       f"({type(e).__name__}: {one_line(e)[:160]}); set dataset.local_dir to a folder "
-      f"with {EXPECTED_LOCAL_FILES[name]}, or dataset.download=True on a "
-      f"machine with internet"
+      f"with {EXPECTED_LOCAL_FILES[name]}, or let TFDS download it "
+      f"(dataset.download='auto' or True) on a machine with internet"
     ) from e
   return make_splits(
     name,

@@ -40,6 +40,9 @@ class Splits:
       binarised once with
       np.random.RandomState(0).uniform(size=(Nt, H*W*C)) < test / 255
       (`binarize_once(test)`).
+    validation_labels: int [Nv] class labels of `validation` when the source has them
+      (MNIST IDX label files beside the images), else None. Training never reads them;
+      TensorBoard's embedding projector shows them.
   """
 
   name: str
@@ -49,6 +52,7 @@ class Splits:
   binary: bool
   note: str
   test_binarized: Optional[np.ndarray] = None
+  validation_labels: Optional[np.ndarray] = None
 
   def __post_init__(self):
     shape = None
@@ -75,6 +79,12 @@ class Splits:
         f"{self.test_binarized.shape}, test has "
         f"{self.test.shape}"
       )
+    labels = self.validation_labels
+    if labels is not None and (np.ndim(labels) != 1 or len(labels) != len(self.validation)):
+      raise DataError(
+        f"Splits.validation_labels of {self.name!r} has shape {np.shape(labels)}; expected "
+        f"[{len(self.validation)}]"
+      )
 
   @property
   def image_shape(self) -> Tuple[int, int, int]:
@@ -98,7 +108,15 @@ def carve_validation(name, train_full, validation_size, default_size):
 
 
 def make_splits(
-  name, train_full, test, validation_size, default_size, binary, source, validation=None
+  name,
+  train_full,
+  test,
+  validation_size,
+  default_size,
+  binary,
+  source,
+  validation=None,
+  train_labels=None,
 ) -> Splits:
   """Carves validation (unless given) and assembles a Splits with its note.
 
@@ -112,10 +130,15 @@ def make_splits(
     source: where the data came from, for the note.
     validation: a validation split given by the source; `train_full` is then
       used as is.
+    train_labels: int [N] labels of `train_full`, or None; carved like the images into
+      `Splits.validation_labels` (None with a given `validation`).
   """
+  validation_labels = None
   if validation is None:
     train, validation = carve_validation(name, train_full, validation_size, default_size)
     where = "end of the training data"
+    if train_labels is not None:
+      validation_labels = np.asarray(train_labels)[len(train) : len(train_full)]
   else:
     train, where = train_full, "given"
   note = (
@@ -132,4 +155,5 @@ def make_splits(
     binary=binary,
     note=note,
     test_binarized=binarize_once(test) if binary else None,
+    validation_labels=validation_labels,
   )

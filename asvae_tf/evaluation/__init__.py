@@ -7,11 +7,13 @@
   metrics.py       NumPy metrics: `mean_and_standard_error`, `nats_to_bits_per_dim`,
                    `mean_squared_error`, `rmse`, `inception_score`, `frechet_distance`,
                    `fid_from_features`.
-  feature_nets.py  networks that score samples: `InceptionNet`, the MNIST `Classifier`
-                   (`build_classifier`, `load_labeled_mnist`, `train_classifier`),
-                   `sample_quality`.
+  feature_nets.py  networks that score samples: `InceptionNet` (Keras weights: not
+                   comparable), the MNIST `Classifier` (`build_classifier`,
+                   `load_labeled_mnist`, `train_classifier`), `sample_quality`.
+  inception_graph.py  `InceptionGraph`: the 2015 TF Inception GraphDef of published
+                   IS / FID (comparable); `load_reference_stats` (TTUR mu / sigma .npz).
 
-The public names of all four are re-exported here (`evaluation.evaluate(...)`,
+The public names of all five are re-exported here (`evaluation.evaluate(...)`,
 `evaluation.rmse(...)`, ...). This package replaces the former modules asvae_tf.evaluation, asvae_tf.eval_lib and
 asvae_tf.feature_nets.
 """
@@ -37,6 +39,8 @@ from asvae_tf.evaluation.feature_nets import build_classifier
 from asvae_tf.evaluation.feature_nets import load_labeled_mnist
 from asvae_tf.evaluation.feature_nets import sample_quality
 from asvae_tf.evaluation.feature_nets import train_classifier
+from asvae_tf.evaluation.inception_graph import InceptionGraph
+from asvae_tf.evaluation.inception_graph import load_reference_stats
 from asvae_tf.evaluation.run import METRICS_FILE
 from asvae_tf.evaluation.run import evaluate
 from asvae_tf.evaluation.run import format_table
@@ -46,6 +50,7 @@ __all__ = [
   "CLASSIFIER_METADATA",
   "Classifier",
   "FEATURES_LAYER",
+  "InceptionGraph",
   "InceptionNet",
   "METRICS_FILE",
   "build_classifier",
@@ -56,6 +61,7 @@ __all__ = [
   "generate",
   "inception_score",
   "likelihood_bounds",
+  "load_reference_stats",
   "load_labeled_mnist",
   "mean_and_standard_error",
   "mean_squared_error",

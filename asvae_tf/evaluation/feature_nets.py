@@ -10,15 +10,17 @@ the FID.
     2048-d pool features) with weights from a LOCAL file (machines here cannot
     download them), e.g. Keras' inception_v3_weights_tf_dim_ordering_tf_kernels.h5.
     Images are resized to 299x299 (bilinear), grey images repeated to 3 channels,
-    and scaled to [-1, 1]. Note: published IS/FID numbers use the 2015 TF-slim
-    Inception graph; Keras' weights give numbers of the same kind that are not
-    digit-for-digit comparable with them.
+    and scaled to [-1, 1]. Labelled NOT comparable (`comparable`, `provenance`):
+    published IS/FID numbers use the 2015 TF Inception graph, which
+    `inception_graph.InceptionGraph` runs; Keras' weights give numbers of the same
+    kind that are not digit-for-digit comparable with them.
   * `Classifier`: a small CNN trained on MNIST by `train_classifier`
     (tools/train_classifier.py), saved as DIR/classifier.keras + DIR/classifier.json
     (its test accuracy and data provenance). Features are its 128-d penultimate layer.
     `build_classifier`, `load_labeled_mnist` and `train_classifier` make it.
   * `sample_quality(net, generated, real, num_splits)`: score, its std, the score of the
-    real images and the FID, with either network.
+    real images and the FID, with any of these networks (against the net's
+    `reference_stats` (mu, sigma) when it has them, else against the real images).
 """
 
 import json
@@ -61,6 +63,8 @@ class _FeatureNet:
 class InceptionNet(_FeatureNet):
   """InceptionV3 with weights from a local file: (softmax [N, 1000], pool3 [N, 2048])."""
 
+  comparable = False  # with published IS / FID: those use the 2015 TF graph
+
   def __init__(self, weights_path, batch_size=50):
     if not weights_path or not os.path.isfile(weights_path):
       raise FileNotFoundError(
@@ -86,6 +90,17 @@ class InceptionNet(_FeatureNet):
       return net(x * 2.0 - 1.0, training=False)
 
     super().__init__(forward, batch_size)
+
+  @property
+  def provenance(self):
+    """metrics.json keys naming the network and what the FID is measured against."""
+    return {
+      "inception_weights": self.weights_path,
+      "inception_network": "Keras InceptionV3 weights: NOT comparable with published IS/FID "
+      "(use evaluate.inception_graph)",
+      "inception_comparable": False,
+      "fid_reference": "the evaluated split",
+    }
 
 
 class Classifier(_FeatureNet):
@@ -119,17 +134,23 @@ def sample_quality(net, generated, real, num_splits):
   CNN: the classifier score) and the FID against real images.
 
   Args:
-    net: an `InceptionNet` or `Classifier`.
+    net: an `InceptionNet`, `inception_graph.InceptionGraph` or `Classifier`.
     generated, real: float32 [N, H, W, C] in [0, 1] (N >= num_splits; N >= 2 for the FID).
     num_splits: splits of the score.
   Returns:
-    (score mean, score std, score of the real images, FID real vs generated), floats.
+    (score mean, score std, score of the real images, FID), floats. The FID is between
+    the generated images' features and net.reference_stats (mu, sigma) if the net has
+    them (TTUR's reference statistics), else the real images' features.
   """
   probs_gen, feats_gen = net.predict(generated)
   probs_real, feats_real = net.predict(real)
   score, score_std = metrics.inception_score(probs_gen, num_splits)
   real_score, _ = metrics.inception_score(probs_real, num_splits)
-  return score, score_std, real_score, metrics.fid_from_features(feats_real, feats_gen)
+  reference = getattr(net, "reference_stats", None)
+  if reference is None:
+    return score, score_std, real_score, metrics.fid_from_features(feats_real, feats_gen)
+  mu, sigma = feats_gen.mean(axis=0), np.atleast_2d(np.cov(feats_gen, rowvar=False))
+  return score, score_std, real_score, metrics.frechet_distance(mu, sigma, *reference)
 
 
 def build_classifier(input_shape=(28, 28, 1), num_classes=10):

@@ -12,8 +12,9 @@ test split (or the validation split) computes
   * reconstruction RMSE (decoder mean at the posterior mean, clipped to [0, 1]),
     in grey levels of [0, 255] for natural images (256 |x - x_hat|: one level is
     1/256 of the unit interval) and on [0, 1] for binary data;
-  * sample quality of `num_generated` decoder means of prior draws: Inception Score
-    and FID against the split with an InceptionV3 read from `inception_weights`,
+  * sample quality of `num_generated` decoder means of prior draws: Inception Score and
+    FID against the split (or `fid_reference_stats`) with the 2015 TF Inception graph of
+    `inception_graph` (comparable) or Keras' InceptionV3 of `inception_weights` (not),
     and for MNIST the classifier score and FID in the feature space of the CNN of
     `classifier_dir` (tools/train_classifier.py), with its test accuracy.
 
@@ -42,6 +43,7 @@ from asvae_tf import model as model_lib
 from asvae_tf import rng
 from asvae_tf.evaluation import bounds
 from asvae_tf.evaluation import feature_nets
+from asvae_tf.evaluation import inception_graph as inception_lib
 from asvae_tf.evaluation import metrics as metrics_lib
 from asvae_tf import checkpoints
 
@@ -61,6 +63,8 @@ def evaluate(
   num_splits=10,
   seed=0,
   inception_weights=None,
+  inception_graph=None,
+  fid_reference_stats=None,
   classifier_dir=None,
   output_dir=None,
 ):
@@ -68,7 +72,8 @@ def evaluate(
 
   Args:
     model_dir: training model_dir (checkpoints/, best/, summaries/).
-    checkpoint: None/"latest", "best", or a checkpoint prefix.
+    checkpoint: None (checkpoints.DEFAULT: "best" if model_dir/best has one, else
+      "latest"), "latest", "best", or a checkpoint prefix.
     split: "test" (binarised once for MNIST) or "validation".
     batch_size: images per likelihood batch.
     max_examples: evaluate only the first N images of the split (None = all).
@@ -77,7 +82,9 @@ def evaluate(
     num_generated: generated images for IS / FID / classifier metrics (0 = skip).
     num_splits: splits of the Inception / classifier score.
     seed: evaluation seed (posterior samples, generated images).
-    inception_weights: local InceptionV3 weights file (None = skip IS/FID).
+    inception_weights: local Keras InceptionV3 weights file (IS/FID NOT comparable).
+    inception_graph: the 2015 TF Inception GraphDef (comparable IS/FID); neither set:
+      IS/FID skipped. fid_reference_stats: TTUR mu/sigma .npz the FID is against.
     classifier_dir: directory from tools/train_classifier.py (None = skip).
     output_dir: where metrics.json goes (default model_dir/eval).
   Raises (before any work): errors.ConfigError (bad settings, a checkpoint of another
@@ -94,7 +101,8 @@ def evaluate(
     num_splits,
   )
   checkpoints.resolve_checkpoint(model_dir, checkpoint)  # no checkpoint: fail before any work
-  nets, skipped = _feature_nets(inception_weights, classifier_dir, num_generated)
+  inception = inception_lib.make_inception(inception_weights, inception_graph, fid_reference_stats)
+  nets, skipped = _feature_nets(inception, classifier_dir, num_generated)
   splits, x, real = _load_images(split, max_examples, nets, num_splits)
   mdl = model_lib.build_for_data(splits)
   checkpoint, step = checkpoints.restore_latest_intact(mdl, model_dir, checkpoint)
@@ -147,17 +155,17 @@ def _check_settings(
     )
 
 
-def _feature_nets(inception_weights, classifier_dir, num_generated):
+def _feature_nets(inception, classifier_dir, num_generated):
   """(nets, skipped): {"inception"/"classifier": feature net} and {key: why not run}.
 
   A configured network is loaded even when num_generated = 0, so a missing file is an
   error before any work starts.
   """
   nets, skipped = {}, {}
-  if inception_weights:
-    nets["inception"] = feature_nets.InceptionNet(inception_weights)
+  if inception:
+    nets["inception"] = inception
   else:
-    skipped["inception"] = "evaluate.inception_weights (--inception_weights) not set"
+    skipped["inception"] = inception_lib.NOT_SET
   if classifier_dir:
     nets["classifier"] = feature_nets.Classifier(classifier_dir)
   else:
@@ -307,7 +315,7 @@ def _add_sample_quality(metrics, mdl, nets, real, num_generated, num_splits, see
     metrics["classifier_test_accuracy"] = nets["classifier"].metadata.get("test_accuracy")
     metrics["classifier_dir"] = nets["classifier"].directory
   if "inception" in nets:
-    metrics["inception_weights"] = nets["inception"].weights_path
+    metrics.update(nets["inception"].provenance)  # which network; comparable or not
   return generated
 
 
@@ -363,14 +371,15 @@ def format_table(metrics):
     ]
   rows.append((f"RMSE (pixels in {metrics['rmse_pixel_scale']})", f"{metrics['rmse']:.4f}"))
   if "inception_score" in metrics:
+    is_label, fid_label = inception_lib.table_labels(metrics)
     rows += [
       (
-        "Inception Score",
+        is_label,
         f"{metrics['inception_score']:.3f} +- "
         f"{metrics['inception_score_std']:.3f} (real data "
         f"{metrics['inception_score_real']:.3f})",
       ),
-      ("FID", f"{metrics['fid']:.3f}"),
+      (fid_label, f"{metrics['fid']:.3f}"),
     ]
   if "classifier_score" in metrics:
     rows += [

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from asvae_tf import gin_config
 from asvae_tf import rng
-from asvae_tf.nets.layers import _XAVIER, _DenseStack, _Stack, _activation
+from asvae_tf.nets.layers import _XAVIER, Network, _DenseStack, _Stack, _activation
 
 
 def conv_stages(height, width, num_stages=None, who="conv network"):
@@ -139,7 +139,7 @@ class _ConvFeatures(keras.layers.Layer):
     return self.dense(h, seed=seeds[1], training=training)
 
 
-class ConvEncoder(keras.layers.Layer):
+class ConvEncoder(Network):
   """x [b, H, W, C] -> features [b, F] (DCGAN discriminator-like body).
 
   32x32 with the defaults: 16x16x64 -> 8x8x128 -> 4x4x256 -> F = 4096 (then the
@@ -175,7 +175,7 @@ class ConvEncoder(keras.layers.Layer):
     return self.body(x, seed=seed, training=training)
 
 
-class ConvDecoder(keras.layers.Layer):
+class ConvDecoder(Network):
   """z [b, D] -> likelihood parameters [b, H, W, C * num_params] (DCGAN generator-like).
 
   z -> optional Dense `hidden_units` -> Dense to [H / 2^n, W / 2^n, widths[-1]]
@@ -256,7 +256,7 @@ class ConvDecoder(keras.layers.Layer):
     return h
 
 
-class ConvJointDiscriminator(keras.layers.Layer):
+class ConvJointDiscriminator(Network):
   """f_psi(x, z) with a convolutional x path: x [b, H, W, C], z [b, D] -> logit [b].
 
   x path: stride-2 conv stages (as `ConvEncoder`) -> flatten -> Dense x_units;

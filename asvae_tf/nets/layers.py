@@ -1,4 +1,5 @@
-"""Building blocks of the networks: activations and a stack of layers with stateless dropout.
+"""Building blocks of the networks: activations, a stack of layers with stateless dropout and
+`Network`, the base of the network bodies (float32 outputs under mixed precision).
 
 All weights use Xavier/Glorot-uniform initialisation (section 5). Dropout is stateless
 and replica-invariant (`rng.dropout`): pass `seed` (int32 [2]) and `training=True`.
@@ -16,6 +17,18 @@ def _activation(name):
   if name == "leaky_relu":
     return lambda x: tf.nn.leaky_relu(x, alpha=0.2)
   return keras.activations.get(name)
+
+
+class Network(keras.layers.Layer):
+  """Base of the encoder, decoder and discriminator bodies: its outputs leave in the layer's
+  variable dtype (float32), whatever it computes in. Under a mixed dtype policy
+  (`train.dtype_policy`) the network runs in bfloat16 / float16 (Keras casts its float
+  inputs and weights) while the posterior, likelihoods and losses it feeds stay float32.
+  Under float32 the cast is no op at all (tf.cast returns a tensor of its dtype as is)."""
+
+  def __call__(self, *args, **kwargs):
+    out = super().__call__(*args, **kwargs)
+    return tf.nest.map_structure(lambda t: tf.cast(t, self.variable_dtype), out)
 
 
 class _Stack(keras.layers.Layer):

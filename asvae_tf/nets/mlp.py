@@ -8,10 +8,10 @@ import tensorflow as tf
 
 from asvae_tf import gin_config
 from asvae_tf import rng
-from asvae_tf.nets.layers import _XAVIER, _DenseStack
+from asvae_tf.nets.layers import _XAVIER, Network, _DenseStack
 
 
-class MLPEncoder(keras.layers.Layer):
+class MLPEncoder(Network):
   """x [b, H, W, C] -> features [b, hidden_units[-1]] (paper MNIST: 784-500-500)."""
 
   def __init__(self, hidden_units=(500, 500), activation="relu", dropout_rate=0.0, **kwargs):
@@ -25,7 +25,7 @@ class MLPEncoder(keras.layers.Layer):
     return self.body(h, seed=seed, training=training)
 
 
-class MLPDecoder(keras.layers.Layer):
+class MLPDecoder(Network):
   """z [b, D] -> likelihood parameters [b, H, W, C * num_params] (paper: 32-500-500-784).
 
   Args:
@@ -49,7 +49,7 @@ class MLPDecoder(keras.layers.Layer):
     return tf.reshape(h, [tf.shape(z)[0]] + list(self.out_shape))
 
 
-class JointDiscriminator(keras.layers.Layer):
+class JointDiscriminator(Network):
   """f_psi(x, z): x [b, H, W, C], z [b, D] -> logit [b].
 
   x and z are embedded separately (x_units, z_units), concatenated, and passed

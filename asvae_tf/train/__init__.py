@@ -8,6 +8,7 @@ keeper.py      the run's checkpoints (save points, restore, best weights)
 checkpoints.py resolve / restore a checkpoint for evaluation and export
 strategy.py    make_strategy, chief / worker write dirs
 hooks.py       Hooks: test-harness callbacks (kill points, loss scaling); no-ops by default
+(asvae_tf/precision.py: train.dtype_policy / serving.dtype_policy, the loss scales)
 """
 
 from asvae_tf.errors import CheckpointMismatchError, TrainingDivergedError  # noqa: F401

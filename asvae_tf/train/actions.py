@@ -4,9 +4,13 @@ Each action has a period in steps (0 = never) and runs when the controller reach
 multiple of it, and at the last step:
   TrainSummaries  training-metric means over the window -> TensorBoard summaries/train/,
                   the progress line (losses, accuracies, ratios, img/s, ETA), guard counters
-  ImageSummaries  64 samples and 32 reconstruction pairs as 8x8 image grids (summaries/train/)
+  ImageSummaries  64 samples (8 a row) and 32 (input, reconstruction) pairs (4 a row) as
+                  readable pictures (`images.picture`: scaled >= 600 px wide, separators)
   Validation      -ELBO, recon_x, recon_z on the validation split (summaries/validation/);
                   the best checkpoint and early stopping on the early-stopping metric
+The -ELBO has one tag in both runs, NEG_ELBO_TAG, so TensorBoard overlays training and
+validation; the old tags (train `generator/neg_elbo`, validation `neg_elbo`) stay for one
+release.
 """
 
 import time
@@ -21,6 +25,8 @@ from asvae_tf import progress
 from asvae_tf import rng
 
 EARLY_STOPPING_METRICS = ("recon", "elbo")
+NEG_ELBO_TAG = "loss/neg_elbo"  # the -ELBO (nats / image) in summaries/train and /validation
+_TRAIN_NEG_ELBO = "generator/neg_elbo"  # the training metric it comes from (old tag)
 _SHOWN_RATIOS = ("ratio/kl_exact", "ratio/f1_mean", "ratio/f2_mean")
 
 
@@ -98,6 +104,8 @@ class TrainSummaries:
     with self.writer.as_default(step=step):
       for k, v in means.items():
         tf.summary.scalar(k, v)
+      if _TRAIN_NEG_ELBO in means:
+        tf.summary.scalar(NEG_ELBO_TAG, means[_TRAIN_NEG_ELBO])
       tf.summary.scalar("speed/images_per_second", img_s)
       tf.summary.scalar("learning_rate/generator", float(trainer.g_opt.learning_rate.numpy()))
       if trainer.model.has_discriminators:
@@ -105,7 +113,7 @@ class TrainSummaries:
 
 
 class ImageSummaries:
-  """64 prior samples and 32 (input, reconstruction) pairs as 8-row image grids."""
+  """64 prior samples and 32 (input, reconstruction) pairs as pictures (`images.picture`)."""
 
   def __init__(self, writer, mdl, seed, inputs):
     """inputs: float32 [n >= 32, H, W, C] inputs for the reconstructions, or None."""
@@ -115,12 +123,11 @@ class ImageSummaries:
   def __call__(self, step):
     with self.writer.as_default(step=step):
       samples, _ = self.model.sample(64, rng.fold_in(self.seed, step))
-      tf.summary.image("samples", images.grid(samples.numpy(), 8)[None])
+      tf.summary.image("samples", images.picture(samples.numpy(), 8)[None])
       if self.images is not None:
         x = self.images[:32]
-        pairs = tf.stack([x, self.model.reconstruct(x)], axis=1)
-        pairs = tf.reshape(pairs, [-1, *x.shape[1:]]).numpy()
-        tf.summary.image("reconstructions", images.grid(pairs, 8)[None])  # 4 pairs per row
+        pairs = images.pairs(x, self.model.reconstruct(x))
+        tf.summary.image("reconstructions", images.picture(pairs, 4)[None])  # 4 pairs per row
 
 
 def make_validation_fn(mdl):
@@ -178,6 +185,7 @@ class Validation:
       with self.writer.as_default(step=step):
         for k, v in val.items():
           tf.summary.scalar(k, v)
+        tf.summary.scalar(NEG_ELBO_TAG, val["neg_elbo"])
     logging.info(
       "validation at step %d | -ELBO %.3f nats | recon_x %.5f | recon_z %.5f",
       step, val["neg_elbo"], val["recon_x"], val["recon_z"],

@@ -4,7 +4,8 @@
 resumes from model_dir's latest checkpoint if there is one, then hands over to
 `Controller.run`: run the compiled step loop up to the next action boundary, then the
 actions (`actions.py`: summaries, images, validation + early stopping) and a checkpoint,
-until num_steps; finally the operative config and the SavedModel export.
+until num_steps; finally the operative config and the SavedModel export (of the
+early-stopping best checkpoint when there is one).
 
 Resumption: the noise of global step s is keyed on (train.seed, s) and the data batch of
 step s is a pure function of (dataset, train.seed, s) (`data.train_dataset`), so the
@@ -22,10 +23,13 @@ model_dir layout:
   operative_config.gin        gin bindings actually used
   checkpoints/ckpt-<step>.*   model, both optimizers, step, early-stopping and guard state
   best/ckpt-<step>.*          weights with the best validation early-stopping metric
-  saved_model/                the export of the final weights (export.py)
+  saved_model/<step>/         the export (export.py) of the default checkpoint
+                              (checkpoints.DEFAULT: the best, else the final weights)
+  summaries/                  TensorBoard: the hparams session (board.py, at the end)
   summaries/train/            TensorBoard: losses, discriminator accuracy/logits, lr, img/s,
-                              images, guard/skipped_steps, guard/rollbacks
-  summaries/validation/       TensorBoard: -ELBO, recon_x, recon_z, early-stopping metric
+                              images, guard/skipped_steps, guard/rollbacks, gin config text
+  summaries/validation/       TensorBoard: -ELBO, recon_x, recon_z, early-stopping metric;
+                              the embedding projector (board.py, at the end)
   LOCK_HOLDER                 pid / host of the process holding the model_dir lock (lock.py)
   checkpoints/damaged/        damaged checkpoints set aside on resume (keeper.py)
 Non-chief workers of a multi-worker run write the same layout to
@@ -40,6 +44,7 @@ import tensorflow as tf
 
 from asvae_tf import gin_config
 from asvae_tf import export
+from asvae_tf import precision
 from asvae_tf import checkpoints
 from asvae_tf import errors
 from asvae_tf.errors import TrainingDivergedError
@@ -195,8 +200,9 @@ class Controller:
     return back
 
 
-def finish(trainer, result, write_dir, model_dir, chief, dataset_name, writers):
-  """Flushes summaries, logs the weights digest, writes the operative config, exports."""
+def finish(trainer, result, write_dir, model_dir, export_model, writers):
+  """Flushes summaries, logs the weights digest, writes the operative config, and (if
+  export_model: the chief, with train.export_saved_model) exports."""
   for writer in writers:
     writer.flush()
   result["weights_sha256"] = trainer.weights_digest()
@@ -206,14 +212,14 @@ def finish(trainer, result, write_dir, model_dir, chief, dataset_name, writers):
     result["guard"]["rollbacks"],
   )  # fmt: skip
   export.serving_limits()  # called first, so operative_config.gin records its bindings
-  gin_path = gin_config.write_operative_config(write_dir)
-  if chief:
-    with open(gin_path) as f:
-      config_text = f.read()
+  precision.serving_dtype_policy()
+  gin_config.write_operative_config(write_dir)
+  if export_model:
     export_dir = os.path.join(model_dir, "saved_model")
     try:
-      export.export(trainer.model, export_dir, config_text, step=int(trainer.step.numpy()),
-                    dataset=dataset_name)  # fmt: skip
+      # The default checkpoint (the early-stopping best, else the final one), rebuilt
+      # outside the strategy, to saved_model/<its step>/ with the reason in its metadata.
+      export.export_checkpoint(model_dir, export_dir, image_shape=trainer.model.image_shape)
     except (OSError, tf.errors.OpError) as e:
       if not checkpoints.is_disk_full(e):
         raise

@@ -6,7 +6,7 @@ Kill safety: `tf.train.CheckpointManager` writes a checkpoint's files (shards in
 file, so a process killed at any point resumes from the last complete checkpoint.
 
 model_dir/checkpoints/ckpt-<step>.*  model, both optimizers, step, early-stopping and guard
-                                     state (`Trainer.checkpointed`)
+                                     state, loss scales (`Trainer.checkpointed`)
 model_dir/best/ckpt-<step>.*         weights with the best validation early-stopping metric
 """
 
@@ -21,6 +21,7 @@ from asvae_tf.errors import CheckpointMismatchError, ConfigError, DiskFullError,
 from asvae_tf.train.hooks import NO_HOOKS
 
 GUARD_STATE = ("consecutive_bad_steps", "rollbacks")
+LOSS_SCALE_STATE = ("generator_loss_scale", "discriminator_loss_scale")  # precision.py
 
 
 class CheckpointKeeper:
@@ -116,13 +117,16 @@ def restore_training_state(ckpt, path, trainer=None):
   """Restores path into ckpt; a checkpoint of another model -> CheckpointMismatchError.
 
   Checkpoints written before the non-finite guard existed (no guard state) restore
-  everything else, strictly, with the guard state left at zero.
+  everything else, strictly, with the guard state left at zero; likewise checkpoints
+  written before the loss scales existed (their scales keep their initial value).
   """
   try:
     names = {name.split("/")[0] for name, _ in tf.train.list_variables(path)}
-    if trainer is not None and not names.issuperset(GUARD_STATE):
+    absent = [group for group in (GUARD_STATE, LOSS_SCALE_STATE) if not names.issuperset(group)]
+    if trainer is not None and absent:
+      absent = sum(absent, ())
       ckpt = tf.train.Checkpoint(
-        **{k: v for k, v in trainer.checkpointed().items() if k not in GUARD_STATE}
+        **{k: v for k, v in trainer.checkpointed().items() if k not in absent}
       )
     ckpt.restore(path).assert_consumed()
   except (AssertionError, ValueError, tf.errors.OpError, *checkpoints.CORRUPTION_ERRORS) as e:

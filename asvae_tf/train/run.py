@@ -14,12 +14,15 @@ from asvae_tf import gin_config
 from asvae_tf import model as model_lib
 from asvae_tf.errors import ConfigError
 from asvae_tf.train import actions
+from asvae_tf.train import board
 from asvae_tf.train import controller as controller_lib
 from asvae_tf.train import keeper as keeper_lib
 from asvae_tf.train import lock as lock_lib
+from asvae_tf import precision
 from asvae_tf.train import preemption
 from asvae_tf.train import strategy as strategy_lib
 from asvae_tf.train.hooks import NO_HOOKS
+from asvae_tf.train import trainer as trainer_lib
 from asvae_tf.train.trainer import Trainer
 
 
@@ -34,7 +37,7 @@ def check_settings(num_steps, batch_size, seed, max_bad_steps, max_rollbacks,
   """ConfigError (one line) for the first bad `train.*` value."""
   if num_steps <= 0:
     raise ConfigError(f"train.num_steps must be positive, got {num_steps}")
-  if batch_size <= 0:
+  if batch_size is not None and batch_size <= 0:  # None: train.per_replica_batch_size
     raise ConfigError(f"train.batch_size must be positive, got {batch_size}")
   if not 0 <= seed < 2**31:
     raise ConfigError(f"train.seed must be in [0, 2**31), got {seed}")
@@ -56,13 +59,17 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
           summary_every=100, validate_every=1000, image_every=5000, discriminator_steps=1,
           strategy="mirrored", jit_compile=False, early_stopping_patience=0,
           early_stopping_metric="recon", adversarial_warmup_steps=0, keep_checkpoints=3,
-          max_bad_steps=10, max_rollbacks=3, rollback_lr_factor=0.5, hooks=NO_HOOKS):  # fmt: skip
+          max_bad_steps=10, max_rollbacks=3, rollback_lr_factor=0.5,
+          per_replica_batch_size=None, deterministic=False, update_scheme="alternating",
+          export_saved_model=True,
+          dtype_policy="float32", hooks=NO_HOOKS):  # fmt: skip
   """Trains the gin-configured model on the gin-configured dataset.
 
   Args:
     model_dir: output directory (layout: see controller.py).
     num_steps: total generator steps (each consumes one global batch).
-    batch_size: GLOBAL batch size (split over replicas; per-replica size must be even).
+    batch_size: GLOBAL batch size (split over replicas; per-replica size must be even);
+      None when per_replica_batch_size gives it.
     seed: run seed; noise and data order are pure functions of (seed, step).
     checkpoint_every, summary_every, validate_every, image_every: in steps (0 = never;
       a checkpoint is always written at the end).
@@ -82,6 +89,20 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
     max_rollbacks: rollbacks allowed in the whole run; one more bad streak stops
       training with TrainingDivergedError.
     rollback_lr_factor: each rollback multiplies both learning rates by this (1 = keep).
+    per_replica_batch_size: rows per replica (even); the global batch is then this x
+      replicas in sync (a different batch_size is ignored, with a warning).
+    deterministic: call tf.config.experimental.enable_op_determinism() (process-wide;
+      slower GPU kernels, some ops raise UnimplementedError; see docs/training.md).
+    export_saved_model: at the end, export the default checkpoint (the early-stopping
+      best, else the latest) to model_dir/saved_model/<step>/ (False: no export; run
+      asvae-export later).
+    update_scheme: 'alternating' (the paper's: a discriminator pass, then a generator
+      pass) or 'shared' (one forward pass feeds both updates; needs
+      discriminator_steps = 1; see trainer.py and docs/training.md).
+    dtype_policy: 'float32', 'mixed_bfloat16' or 'mixed_float16' (dynamic loss scaling):
+      what the encoder, decoder and discriminators compute in; variables, the posterior
+      and flows, likelihoods and losses stay float32 (precision.py). Set while
+      the model is built, then the previous Keras global policy is restored.
     hooks: a `hooks.Hooks` (test harnesses; not gin-configurable). Default: none.
   On SIGTERM / SIGINT (main thread) the step in flight completes, a checkpoint is saved,
   summaries are flushed and errors.Preempted is raised (CLI exit code 75); rerun to resume.
@@ -99,18 +120,27 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   """
   check_settings(num_steps, batch_size, seed, max_bad_steps, max_rollbacks, rollback_lr_factor,
                  early_stopping_metric, adversarial_warmup_steps, keep_checkpoints)  # fmt: skip
+  _set_determinism(deterministic)
+  if not isinstance(export_saved_model, bool):
+    raise ConfigError(f"train.export_saved_model must be True or False, got {export_saved_model!r}")
+  precision.check_policy(dtype_policy)
+  if update_scheme not in trainer_lib.UPDATE_SCHEMES:  # before any data is loaded
+    raise ConfigError(
+      f"train.update_scheme must be one of {trainer_lib.UPDATE_SCHEMES}, got {update_scheme!r}"
+    )
   strat = strategy_lib.make_strategy(strategy)
-  strategy_lib.per_replica_batch(batch_size, strat)
+  batch_size = strategy_lib.global_batch_size(batch_size, per_replica_batch_size, strat)
   splits = data.load_splits()
   logging.info("data: %s", splits.note)
   logging.info("strategy: %s with %d replica(s); global batch %d", strategy,
                strat.num_replicas_in_sync, batch_size)  # fmt: skip
   keras.utils.set_random_seed(seed)  # Deterministic weight initialisation.
-  with strat.scope():
+  with strat.scope(), precision.policy_scope(dtype_policy):
     mdl = model_lib.build_for_data(splits)
   trainer = Trainer(strat, mdl, batch_size, seed, discriminator_steps, jit_compile,
                     max_bad_steps=max_bad_steps,
-                    adversarial_warmup_steps=adversarial_warmup_steps, hooks=hooks)  # fmt: skip
+                    adversarial_warmup_steps=adversarial_warmup_steps, hooks=hooks,
+                    update_scheme=update_scheme)  # fmt: skip
   val_batches = actions.validation_batches(splits, batch_size, seed)
   if early_stopping_patience and not val_batches:
     raise ConfigError(
@@ -126,7 +156,7 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   settings = dict(seed=seed, num_steps=num_steps, keep_checkpoints=keep_checkpoints,
                   early_stopping_metric=early_stopping_metric,
                   early_stopping_patience=early_stopping_patience,
-                  rollback_lr_factor=rollback_lr_factor,
+                  rollback_lr_factor=rollback_lr_factor, export=bool(export_saved_model),
                   periods={"checkpoint": checkpoint_every, "summary": summary_every,
                            "validation": validate_every, "images": image_every},
                   guard={"max_bad_steps": max_bad_steps, "max_rollbacks": max_rollbacks,
@@ -136,6 +166,15 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   with lock or contextlib.nullcontext():
     return _resume_and_run(trainer, splits, val_batches, make_iterator, model_dir, settings,
                            hooks, lock)  # fmt: skip
+
+
+def _set_determinism(deterministic):
+  """train.deterministic: enables TF op determinism (process-wide, cannot be undone)."""
+  if not isinstance(deterministic, bool):
+    raise ConfigError(f"train.deterministic must be True or False, got {deterministic!r}")
+  if deterministic:
+    tf.config.experimental.enable_op_determinism()
+    logging.info("op determinism enabled (train.deterministic = True)")
 
 
 def _resume_and_run(trainer, splits, val_batches, make_iterator, model_dir, settings, hooks,
@@ -190,6 +229,8 @@ def _run(trainer, ckpt, splits, val_batches, make_iterator, model_dir, write_dir
   gin_config.write_operative_config(write_dir)
   writers = [tf.summary.create_file_writer(os.path.join(write_dir, "summaries", kind))
              for kind in ("train", "validation")]  # fmt: skip
+  if chief:
+    board.write_config_text(writers[0], int(trainer.step.numpy()))
   seed, num_steps = settings["seed"], settings["num_steps"]
   acts = {
     "summary": actions.TrainSummaries(writers[0], settings["periods"]["summary"], trainer,
@@ -206,7 +247,11 @@ def _run(trainer, ckpt, splits, val_batches, make_iterator, model_dir, write_dir
                                     settings["periods"], acts, settings["guard"], writers,
                                     watcher)  # fmt: skip
     result = ctl.run(int(trainer.step.numpy()), latest, result)
-  return controller_lib.finish(trainer, result, write_dir, model_dir, chief, splits.name, writers)
+  if chief:  # hparams session, embedding projector
+    board.write_end_of_training(os.path.join(write_dir, "summaries"), trainer.model, val_batches,
+                                splits.validation_labels, result["step"])  # fmt: skip
+  return controller_lib.finish(trainer, result, write_dir, model_dir, chief and settings["export"],
+                               writers)  # fmt: skip
 
 
 def _image_inputs(splits, val_batches):

@@ -8,6 +8,14 @@ iterator, runs the per-replica step with `strategy.run` and reduces the metrics 
 One step = `discriminator_steps` discriminator updates (eqs. 5, 6) + one generator update
 (eq. 11; the VAE: eq. 1 only).
 
+Update schemes (train.update_scheme): 'alternating' (the paper's): each discriminator
+update and then the generator update runs its own forward pass, the generator seeing the
+freshly updated discriminators. 'shared': one forward pass (`terms.compute_shared`) whose
+terms feed both updates (one persistent tape; the generator's gradient w.r.t. theta, phi,
+the discriminators' w.r.t. psi of their own loss, whose inputs are stop-gradient'ed), then
+the discriminator and generator updates are applied, each behind its own finite guard.
+'shared' needs discriminator_steps == 1.
+
 Determinism: the noise of global step s is keyed on (train.seed, s) (`rng.step_seed`,
 `rng.update_seed`), so the checkpointed step counter IS the RNG state.
 
@@ -24,8 +32,10 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from asvae_tf import errors
 from asvae_tf import optimizers
 from asvae_tf import rng
+from asvae_tf import precision
 from asvae_tf.train.hooks import NO_HOOKS
 
 
@@ -43,6 +53,7 @@ class Trainer:
     max_bad_steps=10,
     adversarial_warmup_steps=0,
     hooks=NO_HOOKS,
+    update_scheme="alternating",
   ):
     self.strategy = strategy
     self.model = mdl
@@ -52,6 +63,7 @@ class Trainer:
     self.max_bad_steps = int(max_bad_steps)
     self.adversarial_warmup_steps = int(adversarial_warmup_steps)
     self.hooks = hooks
+    self.update_scheme = check_update_scheme(update_scheme, self.disc_steps)
     with strategy.scope():
       with gin.config_scope("generator"):
         self.g_opt = optimizers.make_optimizer()
@@ -69,15 +81,21 @@ class Trainer:
         0, dtype=tf.int64, trainable=False, name="consecutive_bad_steps"
       )
       self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False, name="rollbacks")
+      # mixed_float16's dynamic loss scales (precision.py; checkpointed, inert otherwise).
+      self.loss_scales = precision.loss_scales(mdl)
     # Set by train.preemption.PreemptionWatcher (another thread) on SIGTERM / SIGINT; the
     # loop ends before its next step. A plain variable (not mirrored, not checkpointed).
     self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
-    self._grad_fns = {
-      m: tf.function(self._make_grad_fn(m), jit_compile=True)
-      if jit_compile
-      else self._make_grad_fn(m)
-      for m in ("generator", "discriminator")
-    }
+
+    # Each per-replica gradient function is a tf.function of its own (XLA-compiled with
+    # jit_compile) so it is traced once and reused: the loop calls the step twice (before
+    # and inside its tf.range) and MirroredStrategy once per replica, and tracing the
+    # model's terms is most of a run's start-up time. (Grappler inlines the calls.)
+    def compiled(fn):
+      return tf.function(fn, jit_compile=bool(jit_compile), autograph=False)
+
+    self._grad_fns = {m: compiled(self._make_grad_fn(m)) for m in ("generator", "discriminator")}
+    self._shared_grad_fn = compiled(self._make_shared_grad_fn())
     # Autograph is needed for the loop's tensor control flow only; the model code uses
     # explicit tf.while_loop/tf.cond, and converting it costs seconds of tracing.
     self._replica_step = tf.autograph.experimental.do_not_convert(self._replica_step)
@@ -96,6 +114,8 @@ class Trainer:
       stopped_early=self.stopped_early,
       consecutive_bad_steps=self.consecutive_bad,
       rollbacks=self.rollbacks,
+      generator_loss_scale=self.loss_scales["generator"],
+      discriminator_loss_scale=self.loss_scales["discriminator"],
     )
 
   def state_variables(self):
@@ -128,6 +148,7 @@ class Trainer:
   def _make_grad_fn(self, mode):
     mdl, gbs = self.model, self.global_batch_size
     variables = mdl.generator_variables if mode == "generator" else mdl.discriminator_variables
+    scaler = self.loss_scales[mode]  # a no-op unless mixed_float16
 
     def grad_fn(x, seed, adversarial_weight, loss_scale=None):
       with tf.GradientTape() as tape:
@@ -138,23 +159,58 @@ class Trainer:
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=gbs)
         if loss_scale is not None:  # only when a hook asks for it (Hooks.scale_loss)
           loss = loss * loss_scale
-      grads = tape.gradient(loss, variables)
+        scaled = scaler.scale_loss(loss)
+      grads = scaler.unscale(tape.gradient(scaled, variables))
       # One sum per gradient: NaN/Inf anywhere make it non-finite (cheaper than is_finite
       # on every element; a finite gradient summing past float32's range is also skipped).
       total = loss + tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
-      return grads, _metrics(terms, mode, loss, gbs), tf.math.is_finite(total)
+      metrics = {**_metrics(terms, mode, loss, gbs), **scaler.metrics(mode)}
+      return grads, metrics, scaler.finite(loss, total)
+
+    return grad_fn
+
+  def _make_shared_grad_fn(self):
+    mdl, gbs = self.model, self.global_batch_size
+
+    def grad_fn(x, seed, adversarial_weight, loss_scale=None):
+      with tf.GradientTape(persistent=True) as tape:
+        g_terms, d_terms = mdl.terms_shared(x, seed, adversarial_weight=adversarial_weight)
+        losses = {}
+        for mode, terms, loss_fn in (
+          ("generator", g_terms, mdl.generator_loss),
+          ("discriminator", d_terms, mdl.discriminator_loss),
+        ):
+          losses[mode] = tf.nn.compute_average_loss(loss_fn(terms), global_batch_size=gbs)
+          if loss_scale is not None:  # only when a hook asks for it (Hooks.scale_loss)
+            losses[mode] = losses[mode] * loss_scale
+        scaled = {m: self.loss_scales[m].scale_loss(loss) for m, loss in losses.items()}
+      out = {}
+      for mode, terms, variables in (
+        ("discriminator", d_terms, mdl.discriminator_variables),
+        ("generator", g_terms, mdl.generator_variables),
+      ):
+        scaler = self.loss_scales[mode]  # a no-op unless mixed_float16
+        grads = scaler.unscale(tape.gradient(scaled[mode], variables))
+        total = losses[mode] + tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
+        metrics = {**_metrics(terms, mode, losses[mode], gbs), **scaler.metrics(mode)}
+        out[mode] = (grads, metrics, scaler.finite(losses[mode], total))
+      del tape
+      return out
 
     return grad_fn
 
   def _guarded_apply(self, opt, grads, variables, finite):
     """Applies grads only if loss and gradients are finite on EVERY replica/worker.
 
-    Returns the global verdict (bool scalar, equal on all replicas). On a bad verdict
-    nothing of the optimizer runs: weights, moments and `iterations` stay unchanged.
+    Returns the global verdict (bool scalar, equal on all replicas): False for a bad step.
+    Unless it applies, nothing of the optimizer runs: weights, moments and `iterations`
+    stay unchanged. Under mixed_float16 a loss-scale overflow is skipped but not bad, and
+    lowers the scale (precision.DynamicLossScale.verdict).
     """
     ctx = tf.distribute.get_replica_context()
     bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
-    ok = tf.equal(bad, 0.0)
+    scaler = self.loss_scales["generator" if opt is self.g_opt else "discriminator"]
+    ok, not_bad = scaler.verdict(bad)  # ok: apply; both tf.equal(bad, 0.0) unless float16
     variables = list(variables)
 
     def apply(g):
@@ -175,7 +231,7 @@ class Trainer:
         )
 
       ctx.merge_call(cross_replica, args=(grads, ok))
-    return ok
+    return not_bad
 
   def _replica_step(self, x, step):
     # MultiWorkerMirroredStrategy's distributed datasets lose the static batch size.
@@ -184,6 +240,8 @@ class Trainer:
     seed = rng.step_seed(self.seed, step)
     loss_scale = self.hooks.scale_loss(step, self.rollbacks)
     weight = adversarial_weight(step, self.adversarial_warmup_steps)
+    if self.update_scheme == "shared":
+      return self._shared_replica_step(x, seed, weight, loss_scale)
     metrics, ok = {}, tf.constant(True)
     for k in range(self.disc_steps):
       grads, metrics, finite = self._grad_fns["discriminator"](
@@ -199,6 +257,18 @@ class Trainer:
       ok, self._guarded_apply(self.g_opt, grads, self.model.generator_variables, finite)
     )
     metrics.update(g_metrics)
+    return metrics, ok
+
+  def _shared_replica_step(self, x, seed, weight, loss_scale):
+    out = self._shared_grad_fn(x, rng.update_seed(seed, "generator"), weight, loss_scale)
+    metrics, ok = {}, tf.constant(True)
+    for mode, opt, variables in (
+      ("discriminator", self.d_opt, self.model.discriminator_variables),
+      ("generator", self.g_opt, self.model.generator_variables),
+    ):
+      grads, mode_metrics, finite = out[mode]
+      ok = tf.logical_and(ok, self._guarded_apply(opt, grads, variables, finite))
+      metrics.update(mode_metrics)
     return metrics, ok
 
   def _one_step(self, iterator):
@@ -232,6 +302,26 @@ class Trainer:
       good += tf.cast(ok, tf.int32)
       done += 1
     return sums, good, done
+
+
+UPDATE_SCHEMES = ("alternating", "shared")
+
+
+def check_update_scheme(scheme, disc_steps):
+  """scheme if valid for disc_steps discriminator updates per step, else errors.ConfigError.
+
+  'shared' with a model without discriminators (the VAE) is 'alternating' (one update).
+  """
+  if scheme not in UPDATE_SCHEMES:
+    raise errors.ConfigError(f"train.update_scheme must be one of {UPDATE_SCHEMES}, got {scheme!r}")
+  if scheme == "shared" and disc_steps == 0:
+    return "alternating"
+  if scheme == "shared" and disc_steps != 1:
+    raise errors.ConfigError(
+      f"train.update_scheme='shared' runs one discriminator update per step; "
+      f"train.discriminator_steps is {disc_steps} (use 1, or update_scheme='alternating')"
+    )
+  return scheme
 
 
 def adversarial_weight(step, warmup_steps):
