@@ -13,6 +13,7 @@ model_dir is not modified by a rejected configuration. The mapping:
   `asvae_tf: preempted by SIGTERM at step N: checkpoint ... saved; rerun ...`
 """
 
+import json
 import os
 import sys
 
@@ -57,6 +58,20 @@ def main(fn):
 
   logging.set_verbosity(logging.INFO)
   app.run(entry)
+
+
+# Flags of asvae-evaluate and asvae-reproduce that each set the evaluate.<same name> binding.
+SAMPLE_QUALITY_FLAGS = ("inception_weights", "inception_graph", "fid_reference_stats",
+                        "classifier_dir")  # fmt: skip
+
+
+def sample_quality_bindings(flag_values):
+  """The `evaluate.<name> = <value>` bindings of the SAMPLE_QUALITY_FLAGS that are set."""
+  return [
+    f"evaluate.{name} = {json.dumps(flag_values[name].value)}"
+    for name in SAMPLE_QUALITY_FLAGS
+    if name in flag_values and flag_values[name].value
+  ]
 
 
 # ---- training ---------------------------------------------------------------------

@@ -13,7 +13,6 @@ Prints a table and writes model_dir/eval/metrics.json and TensorBoard scalars in
 model_dir/summaries/eval. Bad input ends with exit code 2 and one line.
 """
 
-import json
 import os
 
 from absl import flags
@@ -62,12 +61,7 @@ def main(argv):
     return cli.fail(
       f"no operative_config.gin in --model_dir={FLAGS.model_dir} (is it a training model_dir?)"
     )
-  params = list(FLAGS.gin_param)
-  for name in ("inception_weights", "inception_graph", "fid_reference_stats"):
-    if FLAGS[name].value:
-      params.append(f"evaluate.{name} = {json.dumps(FLAGS[name].value)}")
-  if FLAGS.classifier_dir:
-    params.append(f"evaluate.classifier_dir = {json.dumps(FLAGS.classifier_dir)}")
+  params = list(FLAGS.gin_param) + cli.sample_quality_bindings(FLAGS)
   registry.parse_model_dir(FLAGS.model_dir, FLAGS.gin_file, params)
   try:
     metrics = evaluation.evaluate(FLAGS.model_dir, checkpoint=FLAGS.checkpoint)

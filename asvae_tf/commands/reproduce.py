@@ -13,7 +13,6 @@ tools/evaluate.py's metrics, and writes WORK_DIR/table<N>.md / .json with the pa
 numbers beside ours. Meant for users with the data and a GPU: full scale takes days.
 """
 
-import json
 import os
 
 from absl import flags
@@ -51,12 +50,7 @@ def main(argv):
   work_dir = FLAGS.work_dir or os.path.join(
     "runs", f"reproduce_table{table}{'_quick' if FLAGS.quick else ''}"
   )
-  evals = list(FLAGS.eval_param)
-  for name in ("inception_graph", "fid_reference_stats", "inception_weights"):
-    if FLAGS[name].value:
-      evals.append(f"evaluate.{name} = {json.dumps(FLAGS[name].value)}")
-  if FLAGS.classifier_dir:
-    evals.append(f"evaluate.classifier_dir = {json.dumps(FLAGS.classifier_dir)}")
+  evals = list(FLAGS.eval_param) + cli.sample_quality_bindings(FLAGS)
   _, text = experiments.reproduce(
     table, work_dir, FLAGS.gin_param, evals, models=FLAGS.models, quick=FLAGS.quick
   )
