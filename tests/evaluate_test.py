@@ -6,8 +6,6 @@ import glob
 import json
 import math
 import os
-import subprocess
-import sys
 
 import gin
 import keras
@@ -23,6 +21,7 @@ from asvae_tf import train_lib
 from asvae_tf.dists import likelihoods
 from asvae_tf.evaluation import feature_nets
 from conftest import MNIST_DIR, ROOT, TINY_MODEL
+from harness import run_tool
 import tiny_inception
 
 MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
@@ -178,10 +177,6 @@ def _evaluate(model_dir, params=(), checkpoint=None):
     gin.clear_config()
 
 
-def _env():
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-
-
 def _tags(directory):
   tags = set()
   for path in glob.glob(os.path.join(directory, "events.*")):
@@ -198,20 +193,15 @@ def binary_run(tmp_path_factory):
 
 
 def test_evaluate_cli_writes_metrics_and_summaries(binary_run, tmp_path):
-  out = subprocess.run(
+  out = run_tool(
+    "evaluate",
     [
-      sys.executable,
-      os.path.join(ROOT, "tools", "evaluate.py"),
       f"--model_dir={binary_run}",
       "--gin_param=evaluate.num_importance_samples=30",
       "--gin_param=evaluate.iwae_chunk_size=16",
       "--gin_param=evaluate.num_generated=0",
     ],
-    capture_output=True,
-    text=True,
-    env=_env(),
     timeout=300,
-    check=False,
   )
   assert out.returncode == 0, out.stderr[-2000:]
   assert "IWAE NLL (k=30)" in out.stdout and "RMSE (pixels in [0, 1])" in out.stdout
@@ -253,19 +243,14 @@ def test_evaluate_is_deterministic_and_reads_best_checkpoint(binary_run, tmp_pat
 )
 def test_evaluate_cli_bad_input_exits_2_with_one_line(binary_run, args, needle):
   before = sorted(os.listdir(binary_run))
-  out = subprocess.run(
+  out = run_tool(
+    "evaluate",
     [
-      sys.executable,
-      os.path.join(ROOT, "tools", "evaluate.py"),
       f"--model_dir={binary_run}",
       "--gin_param=evaluate.output_dir='/tmp/asvae_eval_should_not_exist'",
     ]
     + args,
-    capture_output=True,
-    text=True,
-    env=_env(),
     timeout=300,
-    check=False,
   )
   assert out.returncode == 2, out.stderr[-2000:]
   lines = [line for line in out.stderr.splitlines() if line.startswith("asvae_tf: error:")]
@@ -344,10 +329,9 @@ def test_comparable_inception_graph_and_reference_stats_through_the_cli(binary_r
   tiny_inception.write_graph(graph)
   stats = str(tmp_path / "stats.npz")
   tiny_inception.write_stats(stats, np.random.RandomState(0).normal(size=(30, 5)))
-  out = subprocess.run(
+  out = run_tool(
+    "evaluate",
     [
-      sys.executable,
-      os.path.join(ROOT, "tools", "evaluate.py"),
       f"--model_dir={binary_run}",
       f"--inception_graph={graph}",
       f"--fid_reference_stats={stats}",
@@ -356,11 +340,7 @@ def test_comparable_inception_graph_and_reference_stats_through_the_cli(binary_r
       "--gin_param=evaluate.num_splits=2",
       f"--gin_param=evaluate.output_dir='{tmp_path}'",
     ],
-    capture_output=True,
-    text=True,
-    env=_env(),
     timeout=300,
-    check=False,
   )
   assert out.returncode == 0, out.stderr[-2000:]
   assert "Inception Score (2015 TF Inception graph: comparable)" in out.stdout, out.stdout
@@ -375,20 +355,15 @@ def test_comparable_inception_graph_and_reference_stats_through_the_cli(binary_r
 @pytest.mark.skipif(not os.path.isdir(MNIST_DIR), reason="needs ../shared/data/mnist")
 def test_train_classifier_and_classifier_metrics(binary_run, tmp_path):
   clf = tmp_path / "clf"
-  out = subprocess.run(
+  out = run_tool(
+    "train_classifier",
     [
-      sys.executable,
-      os.path.join(ROOT, "tools", "train_classifier.py"),
       f"--data_dir={MNIST_DIR}",
       f"--output_dir={clf}",
       "--epochs=2",
       "--max_train_examples=3000",
     ],
-    capture_output=True,
-    text=True,
-    env=_env(),
     timeout=300,
-    check=False,
   )
   assert out.returncode == 0, out.stderr[-2000:]
   meta = json.load(open(clf / "classifier.json"))
@@ -417,18 +392,13 @@ def test_train_classifier_and_classifier_metrics(binary_run, tmp_path):
 
 
 def test_train_classifier_bad_dir_exits_2(tmp_path):
-  out = subprocess.run(
+  out = run_tool(
+    "train_classifier",
     [
-      sys.executable,
-      os.path.join(ROOT, "tools", "train_classifier.py"),
       f"--data_dir={tmp_path}",
       f"--output_dir={tmp_path / 'c'}",
     ],
-    capture_output=True,
-    text=True,
-    env=_env(),
     timeout=120,
-    check=False,
   )
   assert out.returncode == 2 and "t10k images" in out.stderr and "Traceback" not in out.stderr
   assert not os.path.exists(tmp_path / "c")

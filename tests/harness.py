@@ -163,3 +163,19 @@ def main():
 
 if __name__ == "__main__":
   sys.exit(main())
+
+
+def run_tool(tool, args, timeout=300):
+  """`python tools/<tool>.py *args` in a subprocess (quiet TF logs); the CompletedProcess."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+
+  from conftest import ROOT  # pylint: disable=g-import-not-at-top
+
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "tools", f"{tool}.py"), *args],
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    timeout=timeout,
+    check=False,
+  )

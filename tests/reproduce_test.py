@@ -3,20 +3,14 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from asvae_tf import config
 from asvae_tf import experiments
-from conftest import ROOT
+from harness import run_tool
 import tiny_inception
-
-
-def _env():
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def test_every_paper_row_names_an_existing_gin_file():
@@ -26,20 +20,15 @@ def test_every_paper_row_names_an_existing_gin_file():
 
 
 def test_table1_quick_cli(tmp_path):
-  out = subprocess.run(
+  out = run_tool(
+    "reproduce",
     [
-      sys.executable,
-      os.path.join(ROOT, "tools", "reproduce.py"),
       "--table=1",
       "--quick",
       "--models=vae",
       f"--work_dir={tmp_path}",
     ],
-    capture_output=True,
-    text=True,
-    env=_env(),
     timeout=400,
-    check=False,
   )
   assert out.returncode == 0, out.stderr[-3000:]
   saved = json.load(open(tmp_path / "table1.json"))
@@ -57,10 +46,9 @@ def test_table2_quick_cli_on_32x32_conv_model(tmp_path):
   graph, stats = str(tmp_path / "graph.pb"), str(tmp_path / "stats.npz")
   tiny_inception.write_graph(graph)  # the 2015 Inception graph's tensor names, tiny
   tiny_inception.write_stats(stats, np.random.RandomState(0).normal(size=(30, 5)))
-  out = subprocess.run(
+  out = run_tool(
+    "reproduce",
     [
-      sys.executable,
-      os.path.join(ROOT, "tools", "reproduce.py"),
       "--table=2",
       "--quick",
       "--models=asvae",
@@ -68,11 +56,7 @@ def test_table2_quick_cli_on_32x32_conv_model(tmp_path):
       f"--inception_graph={graph}",
       f"--fid_reference_stats={stats}",
     ],
-    capture_output=True,
-    text=True,
-    env=_env(),
     timeout=400,
-    check=False,
   )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "| AS-VAE | 3.32 |" in out.stdout
@@ -109,18 +93,13 @@ def test_bad_table_and_rows_are_clear_errors(tmp_path):
     experiments.reproduce(4, str(tmp_path))
   with pytest.raises(config.ConfigError, match="no rows"):
     experiments.reproduce(2, str(tmp_path), models=["vae"])
-  out = subprocess.run(
+  out = run_tool(
+    "reproduce",
     [
-      sys.executable,
-      os.path.join(ROOT, "tools", "reproduce.py"),
       "--table=3",
       "--models=nope",
       f"--work_dir={tmp_path}",
     ],
-    capture_output=True,
-    text=True,
-    env=_env(),
     timeout=120,
-    check=False,
   )
   assert out.returncode == 2 and "no rows" in out.stderr and "Traceback" not in out.stderr
