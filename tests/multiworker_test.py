@@ -18,12 +18,15 @@ import numpy as np
 import tensorflow as tf
 
 from asvae_tf import config
+from asvae_tf import errors
 from asvae_tf import train
 from conftest import ROOT, TINY_MODEL, idle_checkpoint_keys
+import harness
 
 MNIST_GIN = os.path.join(ROOT, "gin", "mnist.gin")
 TRAIN_PY = os.path.join(ROOT, "tools", "train.py")
 DEADLINE = 240  # seconds for the whole 2-worker run
+PREEMPTION_GRACE_S = 30  # from SIGTERM to both workers' exit (a step + a checkpoint)
 
 # Plain SGD: a loss-scaling error (per-worker instead of global batch) would show.
 RUN = TINY_MODEL + [
@@ -31,15 +34,14 @@ RUN = TINY_MODEL + [
   "model.objective = 'asvae'",
   "posterior.kind = 'gaussian'",
   "posterior.num_flows = 0",
-  "train.num_steps = 3",
   "train.checkpoint_every = 0",
   "train.summary_every = 1",
   "train.validate_every = 0",
   "train.image_every = 0",
   "generator/optimizer.name = 'sgd'",
   "discriminator/optimizer.name = 'sgd'",
-  "generator/optimizer.learning_rate = 0.05",
-  "discriminator/optimizer.learning_rate = 0.05",
+  "generator/optimizer.learning_rate = 0.005",
+  "discriminator/optimizer.learning_rate = 0.005",
 ]
 
 
@@ -54,7 +56,7 @@ def _free_ports(n):
       s.close()
 
 
-def _start_worker(index, ports, model_dir, log_path):
+def _start_worker(index, ports, model_dir, log_path, extra=()):
   tf_config = {
     "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
     "task": {"type": "worker", "index": index},
@@ -68,8 +70,8 @@ def _start_worker(index, ports, model_dir, log_path):
     f"--gin_file={MNIST_GIN}",
     f"--model_dir={model_dir}",
     "--strategy=multi_worker",
-  ] + [f"--gin_param={b}" for b in RUN]
-  log = open(log_path, "w")
+  ] + [f"--gin_param={b}" for b in RUN + list(extra)]
+  log = open(log_path, "a")
   try:
     return subprocess.Popen(
       args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -97,12 +99,8 @@ def _wait_all(procs, deadline):
 
 
 def _state(path):
-  reader = tf.train.load_checkpoint(path)
-  return {
-    k: reader.get_tensor(k)
-    for k in reader.get_variable_to_shape_map()
-    if k != "_CHECKPOINTABLE_OBJECT_GRAPH"
-  }
+  """Every variable of a checkpoint but save_counter (the preempted run saved once more)."""
+  return harness.checkpoint_state(path, skip=("save_counter",))
 
 
 def _digest(log_path):
@@ -112,16 +110,60 @@ def _digest(log_path):
   return lines[0].split("final weights sha256 ")[1].split()[0]
 
 
-def test_two_workers_match_each_other_and_one_worker(tmp_path):
+def _wait_for_text(path, text, deadline):
+  while time.monotonic() < deadline:
+    if os.path.exists(path) and text in open(path).read():
+      return True
+    time.sleep(0.1)
+  return False
+
+
+def _preempted_line(log_path):
+  lines = [line for line in open(log_path) if line.startswith("asvae_tf: preempted by ")]
+  assert len(lines) == 1, open(log_path).read()[-3000:]
+  return lines[0]
+
+
+def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_rerun_matches_one_worker(tmp_path):
+  """SIGTERM reaches worker 1 only: both workers agree (one all-reduced flag per step),
+  stop after the same step, the chief saves ckpt-<step>, both exit 75. The rerun of both
+  resumes there; its end state equals an uninterrupted in-process run bit for bit."""
   model_dir = tmp_path / "mw"
-  ports = _free_ports(2)
+  long_run = ["train.num_steps = 1000000", "train.summary_every = 25"]
   logs = [tmp_path / f"worker{i}.log" for i in range(2)]
   procs = []
   try:
-    procs = [_start_worker(i, ports, model_dir, logs[i]) for i in range(2)]
+    ports = _free_ports(2)
+    procs = [_start_worker(i, ports, model_dir, logs[i], long_run) for i in range(2)]
+    started = _wait_for_text(logs[0], "step 25/1000000", time.monotonic() + DEADLINE)
+    assert started, [open(p).read()[-3000:] for p in logs]  # inside the 2nd 25-step chunk
+    sent = time.monotonic()
+    procs[1].send_signal(signal.SIGTERM)
+    finished = _wait_all(procs, sent + PREEMPTION_GRACE_S)
+    tails = [open(p).read()[-3000:] for p in logs]
+    assert finished, f"workers did not stop within {PREEMPTION_GRACE_S}s of SIGTERM: {tails}"
+    assert [p.returncode for p in procs] == [errors.EXIT_PREEMPTED] * 2, tails
+  finally:
+    for p in procs:
+      _kill_group(p)
+  lines = [_preempted_line(p) for p in logs]
+  assert lines[1].startswith("asvae_tf: preempted by SIGTERM at step "), lines
+  assert lines[0].startswith("asvae_tf: preempted by a signal to another worker at step "), lines
+  steps = [int(line.split(" at step ")[1].split(":")[0]) for line in lines]
+  assert steps[0] == steps[1] and 25 < steps[0] < 1000000, lines
+  step = steps[0]
+  ckpt_dir = str(model_dir / "checkpoints")
+  assert tf.train.latest_checkpoint(ckpt_dir).endswith(f"ckpt-{step}")
+
+  # The rerun of both workers resumes at `step` and runs 3 more steps.
+  end = [f"train.num_steps = {step + 3}"]
+  procs = []
+  try:
+    ports = _free_ports(2)
+    procs = [_start_worker(i, ports, model_dir, logs[i], end) for i in range(2)]
     finished = _wait_all(procs, time.monotonic() + DEADLINE)
-    tails = [open(line).read()[-3000:] for line in logs]
-    assert finished, f"2-worker run exceeded {DEADLINE}s: {tails}"
+    tails = [open(p).read()[-3000:] for p in logs]
+    assert finished, f"2-worker rerun exceeded {DEADLINE}s: {tails}"
     assert [p.returncode for p in procs] == [0, 0], tails
   finally:
     for p in procs:
@@ -133,14 +175,14 @@ def test_two_workers_match_each_other_and_one_worker(tmp_path):
   assert not os.path.exists(str(model_dir / "workertemp_1"))
   assert "removed worker temporary dir" in open(logs[1]).read()
   assert os.path.isdir(str(model_dir / "saved_model"))
-  two = _state(tf.train.latest_checkpoint(str(model_dir / "checkpoints")))
-  init = _state(str(model_dir / "checkpoints" / "ckpt-0"))
+  two = _state(tf.train.latest_checkpoint(ckpt_dir))
+  init = _state(os.path.join(ckpt_dir, "ckpt-0"))
 
   # The same global batch and noise on one worker with 2 local replicas (in-process,
-  # MirroredStrategy over the 2 logical CPUs of conftest): each replica computes what one
-  # worker computes, and a sum of 2 terms does not depend on the order.
+  # MirroredStrategy over the 2 logical CPUs of conftest), uninterrupted: each replica
+  # computes what one worker computes, and a sum of 2 terms does not depend on the order.
   gin.clear_config()
-  config.parse([MNIST_GIN], RUN + ["train.strategy = 'mirrored'"])
+  config.parse([MNIST_GIN], RUN + end + ["train.strategy = 'mirrored'"])
   try:
     train.train(str(tmp_path / "one"))
   finally:
@@ -155,7 +197,7 @@ def test_two_workers_match_each_other_and_one_worker(tmp_path):
   assert len(idle) == 3
   assert all(not np.array_equal(init[k], two[k]) for k in params if k not in idle)  # trained
   assert all(np.array_equal(init[k], two[k]) for k in idle)
-  assert int(two["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 3
+  assert int(two["step/.ATTRIBUTES/VARIABLE_VALUE"]) == step + 3
 
 
 def test_worker_without_peer_blocks_ignores_sigterm_and_is_sigkilled(tmp_path):

@@ -92,10 +92,10 @@ class Controller:
     step, iterator = start, self.make_iterator(start)
     summaries = self.actions["summary"]
     while step < self.num_steps:
-      if bool(self.trainer.stop_requested.numpy()):
+      if self.trainer.stop_now():
         self._preempt(step)
       step, bad_streak = self._run_chunk(iterator, step)
-      if bool(self.trainer.stop_requested.numpy()) and step < self.num_steps:
+      if self.trainer.stop_now() and step < self.num_steps:
         self._preempt(step)
       if bad_streak:
         step = self._rollback(step, f"{self.guard['max_bad_steps']} consecutive non-finite steps")
@@ -157,7 +157,12 @@ class Controller:
         saved = self._save(step)
     for writer in self.writers:
       writer.flush()
-    signame = self.watcher.received if self.watcher and self.watcher.received else "a signal"
+    if self.watcher and self.watcher.received:
+      signame = self.watcher.received
+    elif trainer.multi_worker:
+      signame = "a signal to another worker"
+    else:
+      signame = "a signal"
     raise errors.Preempted(
       f"preempted by {signame} at step {step}: checkpoint {saved} saved; rerun the same "
       f"command to resume",

@@ -86,6 +86,12 @@ class Trainer:
     # Set by train.preemption.PreemptionWatcher (another thread) on SIGTERM / SIGINT; the
     # loop ends before its next step. A plain variable (not mirrored, not checkpointed).
     self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
+    # Multi-worker: a signal reaches one worker (or all, at different steps), but every
+    # worker must stop after the same step or the next step's collectives hang. Each step
+    # all-reduces the workers' stop_requested flags (one scalar) and `stop_agreed` holds
+    # the verdict, equal on all workers; the loop and the controller read it instead.
+    self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    self.stop_agreed = tf.Variable(False, trainable=False, name="stop_agreed")
 
     # Each per-replica gradient function is a tf.function of its own (XLA-compiled with
     # jit_compile) so it is traced once and reused: the loop calls the step twice (before
@@ -271,7 +277,21 @@ class Trainer:
       metrics.update(mode_metrics)
     return metrics, ok
 
+  def _stop_votes(self):
+    """Replica fn: how many workers' stop_requested flags are set (all-reduced), float32."""
+    vote = tf.cast(self.stop_requested.read_value(), tf.float32)
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, vote)
+
+  def stop_now(self):
+    """Python bool: should training stop for preemption? Multi-worker: the agreed verdict
+    of the last step (same on every worker); otherwise this process's flag."""
+    flag = self.stop_agreed if self.multi_worker else self.stop_requested
+    return bool(flag.numpy())
+
   def _one_step(self, iterator):
+    if self.multi_worker:  # the verdict of this step's start, on every worker alike
+      votes = self.strategy.experimental_local_results(self.strategy.run(self._stop_votes))[0]
+      self.stop_agreed.assign(votes > 0)
     metrics, ok = self.strategy.run(
       self._replica_step, args=(next(iterator), self.step.read_value())
     )
@@ -288,14 +308,16 @@ class Trainer:
     """Runs up to num_steps >= 1 (int32 scalar tensor) training steps.
 
     Stops early once train.max_bad_steps consecutive steps were non-finite, or when
-    stop_requested is set (preemption: the step in flight completes).
+    stop_requested is set (preemption: the step in flight completes; multi-worker: when
+    stop_agreed is, i.e. after the step during which any worker's flag was seen set).
     Returns (metric sums over the good steps, number of good steps, steps run).
     """
     sums, ok = self._one_step(iterator)
     good = tf.cast(ok, tf.int32)
     done = tf.constant(1)
+    stop_flag = self.stop_agreed if self.multi_worker else self.stop_requested
     for _ in tf.range(num_steps - 1):
-      if self.consecutive_bad >= self.max_bad_steps or self.stop_requested:
+      if self.consecutive_bad >= self.max_bad_steps or stop_flag:
         break
       metrics, ok = self._one_step(iterator)
       sums = {k: sums[k] + metrics[k] for k in sums}
