@@ -25,6 +25,7 @@ from asvae_tf import nets
 from asvae_tf import rng
 from asvae_tf import ratios
 from asvae_tf import terms as terms_lib
+from asvae_tf.nets.layers import constant_row
 from asvae_tf.terms import Terms, pair_swap  # noqa: F401  (re-exported)
 
 
@@ -214,15 +215,15 @@ class ASVAE(keras.Model):
     """f1(x, z) [b]; log_q = log q_phi(z|x) [b] (used by the explicit estimator only)."""
     if not self.f1_explicit:
       return residual_weight * self.f1(x, z, seed=seed, training=training)
-    z_in = z if self.f1_residual_inputs == "xz" else tf.zeros_like(z)
+    z_in = z if self.f1_residual_inputs == "xz" else constant_row(z)
     residual = self.f1(x, z_in, seed=seed, training=training)
     return ratios.explicit_f1(log_q, prior_log_prob(z)) + residual_weight * residual
 
   def f2_residual(self, x, z, seed=None, training=False):
     """D(x) + h(z) of an explicit f2, [b]."""
     s = [None, None] if seed is None else [rng.fold_in(seed, i) for i in (2, 3)]
-    return self.f2(x, tf.zeros_like(z), seed=s[0], training=training) + self.f2_z(
-      tf.zeros_like(x), z, seed=s[1], training=training
+    return self.f2(x, constant_row(z), seed=s[0], training=training) + self.f2_z(
+      constant_row(x), z, seed=s[1], training=training
     )
 
   # ---- objective terms -------------------------------------------------------

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from asvae_tf import ratios
 from asvae_tf import rng
+from asvae_tf.nets.layers import constant_row
 
 
 def pair_swap(t):
@@ -218,14 +219,14 @@ def _discriminator_ratios(mdl, t, s, use_eq5, use_eq6, training):
       real_inputs = [t.x, t.zq] if residual_z else [t.x]
 
       def residual(x_in, z_in=None):
-        z_in = tf.zeros_like(t.zq) if z_in is None else z_in
+        z_in = constant_row(t.zq) if z_in is None else z_in
         return mdl.f1(x_in, z_in, seed=s[6], training=training)
 
       res_real, sq = _with_r1(residual, real_inputs, want_r1)
       t.f1_real = ratios.explicit_f1(t.log_qzq, t.log_pzq) + res_real
       t.f1_fake = ratios.explicit_f1(log_q_fake, ratios.prior_log_prob(z_fake)) + mdl.f1(
         x_fake,
-        z_fake if residual_z else tf.zeros_like(z_fake),
+        z_fake if residual_z else constant_row(z_fake),
         seed=rng.fold_in(s[6], 1),
         training=training,
       )
@@ -239,14 +240,14 @@ def _discriminator_ratios(mdl, t, s, use_eq5, use_eq6, training):
     if mdl.f2_explicit:
       # Marginals of eq. (6): D on x' (label 1) vs data x (0); h on prior z (1) vs
       # aggregate-posterior z (0). R1 on D at the data.
-      zeros_z = tf.zeros_like(t.zp)
+      zeros_z = constant_row(t.zp)  # one zero row, broadcast inside the network
       t.f2x_real = mdl.f2(t.xp, zeros_z, seed=s[7], training=training)
       t.f2x_fake, sq = _with_r1(
         lambda a: mdl.f2(a, zeros_z, seed=rng.fold_in(s[7], 1), training=training),
         [t.x],
         want_r1,
       )
-      zeros_x = tf.zeros_like(t.x)
+      zeros_x = constant_row(t.x)
       t.f2z_real = mdl.f2_z(zeros_x, t.zp, seed=rng.fold_in(s[7], 2), training=training)
       t.f2z_fake = mdl.f2_z(zeros_x, pair_swap(t.zq), seed=rng.fold_in(s[7], 3), training=training)
     else:

@@ -55,3 +55,43 @@ def test_every_weight_is_in_a_tf_checkpoint(tmp_path):
       k for k in tf.train.load_checkpoint(path).get_variable_to_shape_map() if k.startswith("net/")
     ]
     assert len(saved) == len(layer.weights) > 0
+
+
+def _logits_and_grads(net, x, z):
+  @tf.function
+  def f():
+    with tf.GradientTape() as tape:
+      y = net(x, z, seed=tf.constant([3, 4]), training=True)
+      loss = tf.reduce_sum(tf.nn.softplus(y))
+    grads = tape.gradient(loss, net.trainable_variables, unconnected_gradients="zero")
+    return y, grads
+
+  return f()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_a_one_row_constant_input_is_bit_identical_to_the_stacked_batch(kind):
+  # layers.constant_row: the explicit estimators' residuals get ONE zero row in place of an
+  # unused input; the network broadcasts it after its first layer (MLP: no [b, n] matmul).
+  # Logits and every gradient must equal feeding b zero rows, bit for bit (with dropout),
+  # so that training is unchanged by the shortcut.
+  if kind == "mlp":
+    net = nets.joint_discriminator(x_units=(16,), z_units=(8,), joint_units=(8,))
+  else:
+    net = nets.conv_joint_discriminator(base_width=4, max_width=8, z_units=(8,), joint_units=(8,))
+  b = 12
+  x = tf.random.stateless_uniform([b, 8, 8, 1], [1, 2])
+  z = tf.random.stateless_normal([b, 3], [3, 4])
+  net(x, z)
+  for full, row in (
+    ((tf.zeros_like(x), z), (nets.layers.constant_row(x), z)),
+    ((x, tf.zeros_like(z)), (x, nets.layers.constant_row(z))),
+  ):
+    assert row[0].shape[0] == 1 or row[1].shape[0] == 1
+    y_full, g_full = _logits_and_grads(net, *full)
+    y_row, g_row = _logits_and_grads(net, *row)
+    assert y_row.shape == (b,)
+    np.testing.assert_array_equal(y_row.numpy(), y_full.numpy())
+    for v, a, c in zip(net.trainable_variables, g_full, g_row):
+      np.testing.assert_array_equal(c.numpy(), a.numpy(), err_msg=v.path)
+    assert any(np.any(g.numpy() != 0) for g in g_row)

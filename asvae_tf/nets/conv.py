@@ -17,6 +17,7 @@ import tensorflow as tf
 from asvae_tf import gin_config
 from asvae_tf import rng
 from asvae_tf.nets.layers import _XAVIER, Network, _DenseStack, _Stack, _activation
+from asvae_tf.nets.layers import broadcast_batches
 
 
 def conv_stages(height, width, num_stages=None, who="conv network"):
@@ -133,9 +134,10 @@ class _ConvFeatures(keras.layers.Layer):
       name="convs",
     )
 
-  def call(self, x, seed=None, training=False):
+  def call(self, x, seed=None, training=False, batch_size=None):
+    """batch_size: x is one constant row standing for that many (`_Stack.call`)."""
     seeds = [None, None] if seed is None else [rng.fold_in(seed, i) for i in range(2)]
-    h = _flatten(self.convs(x, seed=seeds[0], training=training))
+    h = _flatten(self.convs(x, seed=seeds[0], training=training, batch_size=batch_size))
     return self.dense(h, seed=seeds[1], training=training)
 
 
@@ -298,9 +300,12 @@ class ConvJointDiscriminator(Network):
     self.logit = keras.layers.Dense(1, kernel_initializer=_XAVIER, dtype=policy, name="logit")
 
   def call(self, x, z, seed=None, training=False):
+    """x [b or 1, H, W, C], z [b or 1, D] -> [b]; a one-row input is a constant shared by
+    all b rows (`layers.constant_row`)."""
     seeds = [None] * 3 if seed is None else [rng.fold_in(seed, i) for i in range(3)]
-    hx = self.x_path(x, seed=seeds[0], training=training)
-    hz = self.z_path(z, seed=seeds[1], training=training)
+    bx, bz = broadcast_batches(x, z)
+    hx = self.x_path(x, seed=seeds[0], training=training, batch_size=bx)
+    hz = self.z_path(z, seed=seeds[1], training=training, batch_size=bz)
     h = self.joint(tf.concat([hx, hz], axis=-1), seed=seeds[2], training=training)
     return tf.squeeze(self.logit(h), axis=-1)
 

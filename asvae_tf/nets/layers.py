@@ -46,12 +46,23 @@ class _Stack(keras.layers.Layer):
     self.act = _activation(activation)
     self.dropout_rate = float(dropout_rate)
 
-  def call(self, h, seed=None, training=False):
+  def call(self, h, seed=None, training=False, batch_size=None):
+    """h [b, ...] -> [b, ...]. batch_size (int or int32 scalar): h is ONE row [1, ...]
+    standing for a batch of batch_size identical rows (a constant input, e.g. the zeros
+    an explicit estimator's residual gets in place of an unused input); the first layer
+    runs on that row and its output is broadcast to the batch before the activation and
+    dropout: the same values, dropout masks and gradients as the stacked batch, without
+    the first layer's [batch_size, n_in] matmul."""
     apply_dropout = training and self.dropout_rate > 0.0
     if apply_dropout and seed is None:
       raise ValueError(f"{self.name}: dropout in training needs a seed")
     for i in range(self.num_layers):
-      h = self.act(getattr(self, f"{self.prefix}_{i}")(h))
+      layer = getattr(self, f"{self.prefix}_{i}")
+      if i == 0 and batch_size is not None:
+        h = _first_layer_broadcast(layer, h, batch_size)
+      else:
+        h = layer(h)
+      h = self.act(h)
       if apply_dropout:
         h = rng.dropout(h, self.dropout_rate, rng.fold_in(seed, i))
     return h
@@ -73,3 +84,37 @@ class _DenseStack(_Stack):
           u, kernel_initializer=_XAVIER, dtype=self.dtype_policy, name=f"dense_{i}"
         ),
       )
+
+
+def _first_layer_broadcast(layer, row, batch_size):
+  """layer(row broadcast to batch_size rows), [batch_size, ...], with the same ops as the
+  stacked call where they decide the rounding. A Dense layer multiplies the ONE row
+  (row @ kernel), broadcasts the product and adds the bias to the full batch, as Keras'
+  Dense does: the bias gradient then comes from the same batch reduction as before, so
+  training is bit-identical to feeding the stacked constant batch. Other layers (the
+  convolutions of the conv discriminators) get the stacked batch."""
+  if isinstance(layer, keras.layers.Dense) and layer.activation in (None, keras.activations.linear):
+    if not layer.built:
+      layer.build(row.shape)
+    kernel = tf.cast(layer.kernel, layer.compute_dtype)
+    product = tf.matmul(tf.cast(row, layer.compute_dtype), kernel)  # [1, units]
+    h = tf.broadcast_to(product, tf.concat([[batch_size], tf.shape(product)[1:]], 0))
+    return tf.nn.bias_add(h, tf.cast(layer.bias, layer.compute_dtype)) if layer.use_bias else h
+  return layer(tf.broadcast_to(row, tf.concat([[batch_size], tf.shape(row)[1:]], 0)))
+
+
+def constant_row(t):
+  """An all-zero input of ONE row like t's rows: [1, ...] of t's dtype. Networks that
+  take two inputs (the joint discriminators) broadcast a one-row input to the other
+  input's batch (`broadcast_batches`), so an unused input costs no [batch, n] matmul."""
+  return tf.zeros([1] + t.shape[1:].as_list(), t.dtype)
+
+
+def broadcast_batches(x, z):
+  """(batch size for x's path or None, batch size for z's path or None): an input whose
+  static batch is 1 while the other's is not is broadcast to the other's batch."""
+  if x.shape[0] == 1 and z.shape[0] != 1:
+    return tf.shape(z)[0], None
+  if z.shape[0] == 1 and x.shape[0] != 1:
+    return None, tf.shape(x)[0]
+  return None, None
