@@ -60,6 +60,9 @@ class ASVAE(keras.Model):
       explicit f1 at the residual's inputs of the data pairs, for an explicit f2 on D
       at the data x (h is not penalised). On a joint f1 it caps f1's slope in z (a
       negative control).
+    f2_input_noise: sigma >= 0 of the Gaussian instance noise added to every image the
+      x-marginal discriminator D of an explicit f2 sees (generated and data alike; see
+      `ratios`, "Instance noise on D"). 0: none (the default).
 
   The explicit parts assume the encoder and decoder are evaluated consistently: the
   shipped configs use no encoder / decoder dropout (with dropout, log q(z|x) of the
@@ -84,12 +87,13 @@ class ASVAE(keras.Model):
     generator_pass_dropout=True,
     r1_gamma=0.0,
     f2_decoder_gradient=None,
+    f2_input_noise=0.0,
     name="asvae",
   ):
     super().__init__(name=name)
     f2_estimator, f2_decoder_gradient = ratios.check_settings(
       ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder_gradient,
-      f2_marginal_samples, r1_gamma,
+      f2_marginal_samples, r1_gamma, f2_input_noise,
     )  # fmt: skip
     self.image_shape = tuple(int(s) for s in image_shape)
     self.latent_dim = int(latent_dim)
@@ -101,6 +105,7 @@ class ASVAE(keras.Model):
     self.generator_pass_dropout = bool(generator_pass_dropout)
     self.r1_gamma = float(r1_gamma)
     self.f2_decoder_gradient = f2_decoder_gradient
+    self.f2_input_noise = float(f2_input_noise)
     self.likelihood = likelihood()
     h, w, c = self.image_shape
     self.encoder = encoder(name="encoder")

@@ -56,6 +56,7 @@ import math
 import tensorflow as tf
 
 from asvae_tf import errors
+from asvae_tf import rng
 from asvae_tf.dists import gaussian
 
 ESTIMATORS = ("joint", "explicit")
@@ -76,12 +77,23 @@ RESIDUAL_INPUTS = ("x", "xz")
 #     InfoGAN), which moves the optimum off p = q. An ablation row, not the paper.
 DECODER_GRADIENTS = ("exact", "marginal", "marginal_infomax")
 
+# Instance noise on D (gin `model.f2_input_noise` = sigma > 0, explicit f2 only). D sees
+# x + sigma * eps, eps ~ N(0, I), for the generated x' and the data x alike (in the
+# discriminator and the generator passes; fresh eps each time), so its logistic optimum is
+# log p_sigma(x) - log q_sigma(x), the log-ratio of the two marginals convolved with
+# N(0, sigma^2 I), and the decoder's 'marginal' gradient descends KL(p_sigma || q_sigma).
+# Convolution with a Gaussian is injective on distributions (its characteristic function
+# exp(-sigma^2 |t|^2 / 2) never vanishes), so KL(p_sigma || q_sigma) = 0 iff
+# p_theta(x) = q(x): the optimum of Proposition 1 is kept. The smoothed marginals overlap
+# where binary images do not (Arjovsky & Bottou 2017, the paper's ref. [22]; Sonderby et
+# al. 2017), which keeps D's gradient informative. E2 (mode 'exact') still uses x' itself.
+
 
 SettingError = errors.ConfigError  # compatibility alias; raise errors.ConfigError
 
 
 def check_settings(ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder_gradient,
-                   f2_marginal_samples, r1_gamma):  # fmt: skip
+                   f2_marginal_samples, r1_gamma, f2_input_noise=0.0):  # fmt: skip
   """Checks the `model.*` ratio-estimator settings; resolves the None defaults.
 
   Returns:
@@ -106,12 +118,27 @@ def check_settings(ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder
     raise errors.ConfigError(f"model.f2_marginal_samples must be an int >= 1, got {samples!r}")
   if not (isinstance(r1_gamma, (int, float)) and r1_gamma >= 0):
     raise errors.ConfigError(f"model.r1_gamma must be >= 0, got {r1_gamma!r}")
+  noise = f2_input_noise
+  if isinstance(noise, bool) or not (isinstance(noise, (int, float)) and 0 <= noise < math.inf):
+    raise errors.ConfigError(f"model.f2_input_noise must be a finite number >= 0, got {noise!r}")
+  if noise > 0 and f2_estimator != "explicit":
+    raise errors.ConfigError(
+      "model.f2_input_noise needs an explicit f2 (model.ratio_estimator / model.f2_estimator "
+      "= 'explicit'): it smooths the x-marginal discriminator D"
+    )
   if f2_decoder_gradient != "exact" and f2_estimator != "explicit":
     raise errors.ConfigError(
       f"model.f2_decoder_gradient={f2_decoder_gradient!r} needs an explicit f2 "
       f"(model.ratio_estimator / model.f2_estimator = 'explicit'); a joint f2 uses 'exact'"
     )
   return f2_estimator, f2_decoder_gradient
+
+
+def noisy_input(x, sigma, seed):
+  """x + sigma * eps, eps ~ N(0, I) of x's shape (stateless, from seed); x if sigma == 0."""
+  if not sigma:
+    return x
+  return x + tf.cast(sigma, x.dtype) * rng.normal(x.shape, seed, x.dtype)
 
 
 def explicit_f1(log_q_z_given_x, log_p_z):

@@ -199,7 +199,8 @@ def _generator_ratios(mdl, t, s, use_eq5, use_eq6, d_training, weight, params_p)
     )
   if use_eq6 and t.xp is not None:
     if mdl.f2_explicit:
-      t.f2_real = weight * mdl.f2_residual(t.xp, t.zp, seed=s[7], training=d_training)
+      x_d = ratios.noisy_input(t.xp, mdl.f2_input_noise, rng.fold_in(s[7], 13))
+      t.f2_real = weight * mdl.f2_residual(x_d, t.zp, seed=s[7], training=d_training)
       if mdl.f2_decoder_gradient == "exact":  # E2 moves nothing in the other modes
         t.f2_explicit = f2_explicit_part(mdl, t.xp, t.zp, params_p, rng.fold_in(s[7], 4))
         t.f2_real += t.f2_explicit
@@ -241,10 +242,13 @@ def _discriminator_ratios(mdl, t, s, use_eq5, use_eq6, training):
       # Marginals of eq. (6): D on x' (label 1) vs data x (0); h on prior z (1) vs
       # aggregate-posterior z (0). R1 on D at the data.
       zeros_z = constant_row(t.zp)  # one zero row, broadcast inside the network
-      t.f2x_real = mdl.f2(t.xp, zeros_z, seed=s[7], training=training)
+      sigma = mdl.f2_input_noise  # instance noise (ratios, "Instance noise on D")
+      x_gen = ratios.noisy_input(t.xp, sigma, rng.fold_in(s[7], 11))
+      x_data = ratios.noisy_input(t.x, sigma, rng.fold_in(s[7], 12))
+      t.f2x_real = mdl.f2(x_gen, zeros_z, seed=s[7], training=training)
       t.f2x_fake, sq = _with_r1(
         lambda a: mdl.f2(a, zeros_z, seed=rng.fold_in(s[7], 1), training=training),
-        [t.x],
+        [x_data],
         want_r1,
       )
       zeros_x = constant_row(t.x)

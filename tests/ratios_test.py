@@ -298,6 +298,9 @@ def test_adversarial_weight_scales_only_the_learned_terms():
     (dict(r1_gamma=-1.0), "model.r1_gamma"),
     (dict(f2_decoder_gradient="none"), "model.f2_decoder_gradient"),
     (dict(f2_decoder_gradient="marginal"), "needs an explicit f2"),
+    (dict(ratio_estimator="explicit", f2_input_noise=-0.1), "model.f2_input_noise"),
+    (dict(ratio_estimator="explicit", f2_input_noise=float("inf")), "model.f2_input_noise"),
+    (dict(f2_input_noise=0.5), "f2_input_noise needs an explicit f2"),
   ],
 )
 def test_bad_estimator_settings_are_clear_errors(kw, needle):
@@ -346,3 +349,38 @@ def test_idle_variables_are_exactly_the_zero_fed_first_kernels():
 def test_decoder_gradient_default_follows_the_f2_estimator():
   assert _model("asvae", ratio_estimator="explicit").f2_decoder_gradient == "marginal"
   assert _model("asvae").f2_decoder_gradient == "exact"
+
+
+def test_instance_noise_reaches_d_on_generated_and_data_images_alike():
+  """model.f2_input_noise = sigma: D sees x + sigma * eps for x' and for the data (fresh
+  eps for each), in the discriminator pass and the generator pass; h and E2 do not; sigma
+  = 0 draws nothing. The decoder still gets D's path gradient through x' + sigma * eps."""
+  sigma = 0.5
+  x = _x()
+  kw = dict(ratio_estimator="explicit", generator_pass_dropout=False)
+  noisy = _model("asvae_g", f2_input_noise=sigma, **kw)
+  plain = _model("asvae_g", **kw)
+  plain.set_weights(noisy.get_weights())
+  s7 = rng.split(SEED, 8)[7]
+  d_noisy = noisy.terms(x, SEED, "discriminator", training=False)
+  d_plain = plain.terms(x, SEED, "discriminator", training=False)
+  zeros_z = tf.zeros_like(d_noisy.zp)
+  for logit, image, stream in ((d_noisy.f2x_real, d_plain.xp, 11), (d_noisy.f2x_fake, x, 12)):
+    eps = rng.normal(image.shape, rng.fold_in(s7, stream))
+    np.testing.assert_allclose(
+      logit.numpy(), noisy.f2(image + sigma * eps, zeros_z).numpy(), rtol=1e-6, atol=1e-6
+    )
+    assert np.std(eps.numpy()) > 0.5  # really noise: D's inputs moved
+  assert not np.allclose(d_noisy.f2x_fake.numpy(), d_plain.f2x_fake.numpy())
+  np.testing.assert_array_equal(d_noisy.f2z_real.numpy(), d_plain.f2z_real.numpy())  # h: none
+  np.testing.assert_array_equal(d_noisy.xp.numpy(), d_plain.xp.numpy())  # same x'
+
+  with tf.GradientTape() as tape:
+    g = noisy.terms(x, SEED, "generator", training=False)
+    loss = tf.reduce_sum(noisy.generator_loss(g))
+  eps = rng.normal(g.xp.shape, rng.fold_in(s7, 13))
+  expected = noisy.f2_residual(g.xp + sigma * eps, g.zp)
+  np.testing.assert_allclose(g.f2_real.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+  grads = tape.gradient(loss, noisy.decoder.trainable_variables)
+  assert all(np.all(np.isfinite(v.numpy())) for v in grads)
+  assert any(np.any(v.numpy() != 0) for v in grads)

@@ -7,6 +7,8 @@ signal number to the pipe at once, even while the main thread is inside a compil
 training loop, and a watcher thread then sets `flag` (a tf.Variable the loop reads before
 every step). The loop ends after the step in flight; the controller saves a checkpoint,
 flushes the summaries and raises `errors.Preempted` (the CLI exits with code 75).
+Multi-worker runs agree on the stopping step: each step all-reduces the workers' flags
+(`Trainer.stop_agreed`), so a signal to one worker stops all of them after the same step.
 Outside the main thread (where Python cannot install signal handlers) it does nothing.
 Previous handlers and wakeup fd are restored on exit.
 """
