@@ -45,6 +45,8 @@ PAPER_LITERAL = [
   "train.adversarial_warmup_steps = 0",
   "train.early_stopping_metric = 'recon'",
   "bernoulli_likelihood.reparameterization = 'straight_through'",
+  "model.f2_input_noise = 0.0",
+  "train.discriminator_steps = 1",
 ]
 EXPLICIT_F1 = ["model.ratio_estimator = 'explicit'", "model.f2_estimator = 'joint'"]
 HYGIENE = ["model.generator_pass_dropout = False", "discriminator/optimizer.beta_1 = 0.5"]
@@ -55,6 +57,8 @@ ST = ["bernoulli_likelihood.reparameterization = 'straight_through'"]
 GAN_ADAM = ["generator/optimizer.beta_1 = 0.5"]
 NO_MI = ["model.f2_decoder_gradient = 'marginal_infomax'"]
 MARGINAL = ["model.f2_decoder_gradient = 'marginal'"]
+NOISE = ["model.f2_input_noise = 0.5"]
+D_STEPS_2 = ["train.discriminator_steps = 2"]
 
 # key -> (label, gin file, extra bindings)
 ROWS = {
@@ -219,6 +223,26 @@ ROWS = {
     "mnist_asvae_g.gin",
     EXPLICIT + HYGIENE + GAN_ADAM + ST + MARGINAL,
   ),
+  "asvae_g_noise": (
+    "  + instance noise 0.5 on D (gin/mnist_asvae_g.gin)",
+    "mnist_asvae_g.gin",
+    EXPLICIT + HYGIENE + GAN_ADAM + ST + MARGINAL + NOISE,
+  ),
+  "asvae_g_d2": (
+    "  (no noise) + 2 discriminator steps per step",
+    "mnist_asvae_g.gin",
+    EXPLICIT + HYGIENE + GAN_ADAM + ST + MARGINAL + D_STEPS_2,
+  ),
+  "asvae_noise": (
+    "AS-VAE (gin/mnist.gin) + instance noise 0.5 on D",
+    "mnist.gin",
+    EXPLICIT + HYGIENE + MARGINAL + ST + GAN_ADAM + NOISE,
+  ),
+  "asvae_d2": (
+    "AS-VAE (gin/mnist.gin) + 2 discriminator steps per step",
+    "mnist.gin",
+    EXPLICIT + HYGIENE + MARGINAL + ST + GAN_ADAM + D_STEPS_2,
+  ),
 }
 
 flags.DEFINE_string("mnist_dir", lib.MNIST_DIR, "Directory with the MNIST t10k IDX files.")
@@ -259,6 +283,10 @@ ORDER = [
   "asvae_g_no_mi",
   "asvae_g_no_mi_linear",
   "asvae_g_marginal",
+  "asvae_g_noise",
+  "asvae_g_d2",
+  "asvae_noise",
+  "asvae_d2",
 ]
 assert sorted(ORDER) == sorted(ROWS)
 

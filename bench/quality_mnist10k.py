@@ -95,6 +95,9 @@ def estimator_of(name):
     f2 = bound("model.f2_estimator", None) or f1
     if f2 == "explicit":
       f2 += f" ({bound('model.f2_decoder_gradient', 'exact')})"
+      noise = bound("model.f2_input_noise", 0.0)
+      if noise:
+        f2 += f" + instance noise {noise:g} on D"
   finally:
     gin.clear_config()
   return {"asvae_r": f"f1 {f1}", "asvae_g": f"f2 {f2}"}.get(name, f"f1 {f1}, f2 {f2}")
