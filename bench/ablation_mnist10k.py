@@ -224,12 +224,12 @@ ROWS = {
     EXPLICIT + HYGIENE + GAN_ADAM + ST + MARGINAL,
   ),
   "asvae_g_noise": (
-    "  + instance noise 0.5 on D (gin/mnist_asvae_g.gin)",
+    "  + instance noise 0.5 on D (model.f2_input_noise)",
     "mnist_asvae_g.gin",
     EXPLICIT + HYGIENE + GAN_ADAM + ST + MARGINAL + NOISE,
   ),
   "asvae_g_d2": (
-    "  (no noise) + 2 discriminator steps per step",
+    "  + 2 discriminator steps per step (no noise)",
     "mnist_asvae_g.gin",
     EXPLICIT + HYGIENE + GAN_ADAM + ST + MARGINAL + D_STEPS_2,
   ),
