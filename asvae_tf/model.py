@@ -98,6 +98,11 @@ class ASVAE(keras.Model):
     self.image_shape = tuple(int(s) for s in image_shape)
     self.latent_dim = int(latent_dim)
     self.objective = losses.get_objective(objective)
+    if f2_input_noise and "eq6" not in self.objective.discriminators:
+      raise errors.ConfigError(
+        f"model.f2_input_noise = {f2_input_noise} has no effect: objective {objective!r} "
+        f"trains no f2 (use 'asvae' or 'asvae_g', or leave it at 0)"
+      )
     self.f1_explicit = ratio_estimator == "explicit"
     self.f2_explicit = f2_estimator == "explicit"
     self.f1_residual_inputs = f1_residual_inputs

@@ -82,7 +82,8 @@ def test_a_one_row_constant_input_is_bit_identical_to_the_stacked_batch(kind):
   b = 12
   x = tf.random.stateless_uniform([b, 8, 8, 1], [1, 2])
   z = tf.random.stateless_normal([b, 3], [3, 4])
-  net(x, z)
+  net(nets.layers.constant_row(x), z)  # built from a one-row input, as ASVAE.build_all does
+  assert net(x, z).shape == (b,)
   for full, row in (
     ((tf.zeros_like(x), z), (nets.layers.constant_row(x), z)),
     ((x, tf.zeros_like(z)), (x, nets.layers.constant_row(z))),
@@ -95,3 +96,10 @@ def test_a_one_row_constant_input_is_bit_identical_to_the_stacked_batch(kind):
     for v, a, c in zip(net.trainable_variables, g_full, g_row):
       np.testing.assert_array_equal(c.numpy(), a.numpy(), err_msg=v.path)
     assert any(np.any(g.numpy() != 0) for g in g_row)
+
+
+def test_an_empty_stack_broadcasts_a_one_row_input_to_the_batch():
+  stack = nets.layers._DenseStack((), "relu", 0.0)
+  row = tf.constant([[1.0, -2.0]])
+  out = stack(row, batch_size=tf.constant(5))
+  np.testing.assert_array_equal(out.numpy(), np.tile(row.numpy(), (5, 1)))

@@ -65,6 +65,8 @@ class _Stack(keras.layers.Layer):
       h = self.act(h)
       if apply_dropout:
         h = rng.dropout(h, self.dropout_rate, rng.fold_in(seed, i))
+    if self.num_layers == 0 and batch_size is not None:  # an empty stack passes the row on
+      h = tf.broadcast_to(h, tf.concat([[batch_size], tf.shape(h)[1:]], 0))
     return h
 
 

@@ -83,15 +83,7 @@ class Trainer:
       self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False, name="rollbacks")
       # mixed_float16's dynamic loss scales (precision.py; checkpointed, inert otherwise).
       self.loss_scales = precision.loss_scales(mdl)
-    # Set by train.preemption.PreemptionWatcher (another thread) on SIGTERM / SIGINT; the
-    # loop ends before its next step. A plain variable (not mirrored, not checkpointed).
-    self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
-    # Multi-worker: a signal reaches one worker (or all, at different steps), but every
-    # worker must stop after the same step or the next step's collectives hang. Each step
-    # all-reduces the workers' stop_requested flags (one scalar) and `stop_agreed` holds
-    # the verdict, equal on all workers; the loop and the controller read it instead.
-    self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    self.stop_agreed = tf.Variable(False, trainable=False, name="stop_agreed")
+    self._make_stop_flags(strategy)
 
     # Each per-replica gradient function is a tf.function of its own (XLA-compiled with
     # jit_compile) so it is traced once and reused: the loop calls the step twice (before
@@ -107,6 +99,20 @@ class Trainer:
     self._replica_step = tf.autograph.experimental.do_not_convert(self._replica_step)
     self.loop = tf.function(self._loop)
     self.weights_finite = tf.function(self._weights_finite, autograph=False)
+
+  def _make_stop_flags(self, strategy):
+    """Preemption flags (plain variables: not mirrored, not checkpointed).
+
+    stop_requested: set by train.preemption.PreemptionWatcher (another thread) on SIGTERM /
+      SIGINT; the loop ends before its next step.
+    stop_agreed (multi-worker): a signal reaches one worker (or all, at different steps),
+      but every worker must stop after the same step or the next step's collectives hang.
+      At the end of each step the workers all-reduce their stop_requested flags (one
+      scalar) into stop_agreed, equal on all workers; the loop and the controller read it.
+    """
+    self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
+    self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    self.stop_agreed = tf.Variable(False, trainable=False, name="stop_agreed")
 
   def checkpointed(self):
     """Everything a checkpoint holds (the dict for tf.train.Checkpoint)."""
@@ -289,12 +295,14 @@ class Trainer:
     return bool(flag.numpy())
 
   def _one_step(self, iterator):
-    if self.multi_worker:  # the verdict of this step's start, on every worker alike
-      votes = self.strategy.experimental_local_results(self.strategy.run(self._stop_votes))[0]
-      self.stop_agreed.assign(votes > 0)
     metrics, ok = self.strategy.run(
       self._replica_step, args=(next(iterator), self.step.read_value())
     )
+    if self.multi_worker:  # the flags as this step ends, agreed on every worker alike
+      with tf.control_dependencies([ok]):
+        votes = self.strategy.run(self._stop_votes)
+      votes = self.strategy.experimental_local_results(votes)[0]
+      self.stop_agreed.assign(votes > 0)
     ok = self.strategy.experimental_local_results(ok)[0]  # equal on all replicas
     self.step.assign_add(1)
     self.consecutive_bad.assign(tf.where(ok, tf.constant(0, tf.int64), self.consecutive_bad + 1))
@@ -309,7 +317,7 @@ class Trainer:
 
     Stops early once train.max_bad_steps consecutive steps were non-finite, or when
     stop_requested is set (preemption: the step in flight completes; multi-worker: when
-    stop_agreed is, i.e. after the step during which any worker's flag was seen set).
+    stop_agreed is, i.e. after the step at whose end any worker's flag was set).
     Returns (metric sums over the good steps, number of good steps, steps run).
     """
     sums, ok = self._one_step(iterator)
