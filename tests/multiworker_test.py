@@ -182,7 +182,9 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_rerun_matches_one_
   # MirroredStrategy over the 2 logical CPUs of conftest), uninterrupted: each replica
   # computes what one worker computes, and a sum of 2 terms does not depend on the order.
   gin.clear_config()
-  config.parse([MNIST_GIN], RUN + end + ["train.strategy = 'mirrored'"])
+  config.parse(
+    [MNIST_GIN], RUN + end + ["train.strategy = 'mirrored'", "train.export_saved_model = False"]
+  )
   try:
     train.train(str(tmp_path / "one"))
   finally:
@@ -206,7 +208,9 @@ def test_worker_without_peer_blocks_ignores_sigterm_and_is_sigkilled(tmp_path):
   proc = None
   try:
     proc = _start_worker(1, ports, tmp_path / "lonely", log)  # worker 0 never starts
-    assert not _wait_all([proc], time.monotonic() + 8), open(log).read()[-3000:]
+    # Started (the CLI logs its model_dir just before building the strategy), then blocked.
+    assert _wait_for_text(log, "model_dir:", time.monotonic() + 60), open(log).read()[-3000:]
+    assert not _wait_all([proc], time.monotonic() + 3), open(log).read()[-3000:]
     proc.send_signal(signal.SIGTERM)
     sigterm_ended = _wait_all([proc], time.monotonic() + 3)
     assert not sigterm_ended, "SIGTERM ended the blocked worker: " + open(log).read()[-2000:]

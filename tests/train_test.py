@@ -306,6 +306,7 @@ EXPLICIT_RUN = [
   "model.f2_marginal_samples = 2",
   "model.generator_pass_dropout = False",
   "model.r1_gamma = 0.5",
+  "model.f2_input_noise = 0.3",
   "discriminator/optimizer.beta_1 = 0.5",
   "train.adversarial_warmup_steps = 3",
   "train.early_stopping_metric = 'elbo'",
