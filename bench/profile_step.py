@@ -35,7 +35,7 @@ flags.DEFINE_list("configs", ["vae", "asvae_planar80"], "Configs of bench/train_
 flags.DEFINE_integer("steps", 20, "Profiled training steps.")
 flags.DEFINE_integer("batch_size", 100, "Global batch size.")
 flags.DEFINE_integer("top", 25, "Ops listed per config.")
-flags.DEFINE_bool("jit", False, "XLA-compile the gradient functions.")
+flags.DEFINE_enum("jit", "0", ["0", "1", "flow"], "train.jit_compile: 0, 1 or flow.")
 flags.DEFINE_string("out", os.path.join(ROOT, "bench", "results", "profile.md"), "Output file.")
 flags.DEFINE_bool("quick", False, "2 profiled steps, output to a temporary dir.")
 FLAGS = flags.FLAGS
@@ -73,7 +73,9 @@ def _close(entry, out):
 
 def profile_config(name, splits, steps, batch_size, jit):
   """(rows sorted by self time, total self us, wall seconds) of `steps` steps of `name`."""
-  trainer, strategy = train_speed.make_trainer(name, "default", jit, splits, batch_size)
+  trainer, strategy = train_speed.make_trainer(
+    name, "default", train_speed.JIT_SETTINGS[jit], splits, batch_size
+  )
   dist = strategy.distribute_datasets_from_function(
     lambda ctx: data.train_dataset(splits.train, batch_size, 0, True, input_context=ctx)
   )
@@ -113,7 +115,7 @@ def main(_):
   parts = [
     "# Top ops by self time (TF profiler)\n",
     f"`{' '.join(sys.argv)}`; batch {FLAGS.batch_size}, strategy default, XLA "
-    f"{'on' if FLAGS.jit else 'off'}, {os.cpu_count()} CPU cores.\n",
+    f"{train_speed.JIT_LABELS[FLAGS.jit]}, {os.cpu_count()} CPU cores.\n",
   ]
   for name in FLAGS.configs:
     rows, total = profile_config(name, splits, steps, FLAGS.batch_size, FLAGS.jit)

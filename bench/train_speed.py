@@ -6,7 +6,7 @@ after a warm-up window) for the VAE baseline, AS-VAE with a Gaussian posterior a
 with the K = 80 planar posterior, at batch 100 with the MNIST MLPs of gin/mnist.gin, for
 the chosen strategies and XLA settings. Also prints this machine's float32 matmul rate.
 
-  .venv/bin/python bench/train_speed.py [--strategies=default,mirrored] [--jit=0,1]
+  .venv/bin/python bench/train_speed.py [--strategies=default,mirrored] [--jit=0,1,flow]
 """
 
 import os
@@ -56,11 +56,15 @@ TARGETS = {
 }
 
 
+JIT_SETTINGS = {"0": False, "1": True, "flow": "flow"}  # --jit -> train.jit_compile
+JIT_LABELS = {"0": "off", "1": "on", "flow": "flow"}
+
+
 def define_flags():
   """This script's flags (defined when run as a script, so other scripts can import it)."""
   flags.DEFINE_string("mnist_dir", MNIST_DIR, "Directory with the MNIST IDX files.")
   flags.DEFINE_list("strategies", ["default", "mirrored"], "Strategies to time.")
-  flags.DEFINE_list("jit", ["0", "1"], "XLA settings to time (0/1).")
+  flags.DEFINE_list("jit", ["0", "1"], "XLA settings to time: 0, 1 or flow (train.jit_compile).")
   flags.DEFINE_list("configs", ["vae", "asvae_gaussian", "asvae_planar80"], "Models to time.")
   flags.DEFINE_integer("steps", 50, "Steps per timed window.")
   flags.DEFINE_integer("windows", 5, "Timed windows (median reported).")
@@ -117,7 +121,7 @@ def main(_):
     f"{FLAGS.steps} steps (min-max shows the noise)\n"
   )
   header = (
-    f"| {'model':<30} | {'dtype policy':<14} | {'strategy':<9} | {'XLA':<3} | {'img/s (median)':>14} | "
+    f"| {'model':<30} | {'dtype policy':<14} | {'strategy':<9} | {'XLA':<4} | {'img/s (median)':>14} | "
     f"{'min-max':>15} | {'target':>7} | {'trace+warm-up s':>15} |"
   )
   print(header)
@@ -126,11 +130,11 @@ def main(_):
           for p in FLAGS.dtype_policies]  # fmt: skip
   for name, strategy_name, jit, policy in rows:
     med, lo, hi, warm = time_config(
-      name, strategy_name, jit == "1", splits, FLAGS.batch_size, FLAGS.steps, FLAGS.windows,
+      name, strategy_name, JIT_SETTINGS[jit], splits, FLAGS.batch_size, FLAGS.steps, FLAGS.windows,
       policy,
     )  # fmt: skip
     print(
-      f"| {name:<30} | {policy:<14} | {strategy_name:<9} | {'on' if jit == '1' else 'off':<3} | "
+      f"| {name:<30} | {policy:<14} | {strategy_name:<9} | {JIT_LABELS[jit]:<4} | "
       f"{med:>14,.0f} | {f'{lo:,.0f}-{hi:,.0f}':>15} | {TARGETS[name]:>7,} | "
       f"{warm:>15.1f} |",
       flush=True,

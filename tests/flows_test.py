@@ -232,10 +232,12 @@ def _tf_planar_reference(direction, x, u, w, b, delta):
   return x, log_det
 
 
+@pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
 @pytest.mark.parametrize("k,lpi,sample_shape", [(6, 4, []), (9, 2, [2])])
-def test_planar_custom_vjp_matches_autodiff(direction, k, lpi, sample_shape):
-  """Analytic VJPs == TF autodiff of an independent unrolled flow (float64)."""
+def test_planar_custom_vjp_matches_autodiff(direction, k, lpi, sample_shape, jit):
+  """Analytic VJPs == TF autodiff of an independent unrolled flow (float64), with the
+  layer loops in TF and XLA-compiled (jit_compile, train.jit_compile = 'flow')."""
   u, w, b = _random_planar(12, 5, k, 3)
   z = _normal(13, sample_shape + [5, 3])
   cot_z, cot_l = _normal(14, sample_shape + [5, 3]), _normal(15, sample_shape + [5])
@@ -244,7 +246,7 @@ def test_planar_custom_vjp_matches_autodiff(direction, k, lpi, sample_shape):
     with tf.GradientTape() as tape:
       tape.watch([u, w, b, z])
       if impl == "flow":
-        flow = flows.planar_flow(u, w, b, delta=DELTA, layers_per_iteration=lpi)
+        flow = flows.planar_flow(u, w, b, delta=DELTA, layers_per_iteration=lpi, jit_compile=jit)
         fn = flow.forward_and_log_det if direction == "forward" else flow.inverse_and_log_det
         out, ld = fn(z)
       else:

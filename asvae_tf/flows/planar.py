@@ -84,6 +84,8 @@ class PlanarFlow(tfb.Bijector):
       steps per layer in the inverse, plus one last step.
     layers_per_iteration: layers run per tf.while_loop iteration (Python-
       unrolled inside the body); >= K unrolls the whole flow in Python.
+    jit_compile: run the layer loops (forward, inverse and their VJP recursions)
+      as XLA-compiled functions (`planar_grad`); the same maths, other rounding.
   forward_min_event_ndims = 1; events are [D].  K = 0 is the identity.
   """
 
@@ -95,6 +97,7 @@ class PlanarFlow(tfb.Bijector):
     c=None,
     newton_iterations=None,
     layers_per_iteration=8,
+    jit_compile=False,
     validate_args=False,
     name="planar_flow",
   ):
@@ -121,6 +124,7 @@ class PlanarFlow(tfb.Bijector):
         newton_iterations = 10 if dtype == tf.float64 else 8
       self._newton_iterations = int(newton_iterations)
       self._layers_per_iteration = int(layers_per_iteration)
+      self._jit_compile = bool(jit_compile)
       super().__init__(
         forward_min_event_ndims=1,
         dtype=dtype,
@@ -188,7 +192,7 @@ class PlanarFlow(tfb.Bijector):
     if self._num_layers == 0:
       return z, tf.zeros_like(z[..., 0])
     return _planar_forward_custom(
-      z, self._u_hat, self._w, self._b, self._c, self._layers_per_iteration
+      z, self._u_hat, self._w, self._b, self._c, self._layers_per_iteration, self._jit_compile
     )
 
   def inverse_and_log_det(self, y):
@@ -210,6 +214,7 @@ class PlanarFlow(tfb.Bijector):
       self._c,
       self._newton_iterations,
       self._layers_per_iteration,
+      self._jit_compile,
     )
 
   # -- TFP Bijector interface -------------------------------------------------
@@ -243,6 +248,7 @@ def planar_flow(
   delta=0.05,
   newton_iterations=None,
   layers_per_iteration=8,
+  jit_compile=False,
   validate_args=False,
   name="planar_flow",
 ):
@@ -257,6 +263,7 @@ def planar_flow(
     newton_iterations: Newton steps per layer in the inverse, before the last
       one (None: 10 for float64, 8 otherwise).
     layers_per_iteration: layers per tf.while_loop iteration (>= K: Python loop).
+    jit_compile: XLA-compile the layer loops (see `PlanarFlow`).
   Returns:
     A `PlanarFlow` acting on z: [..., batch, D].
   """
@@ -273,6 +280,7 @@ def planar_flow(
     c=c,
     newton_iterations=newton_iterations,
     layers_per_iteration=layers_per_iteration,
+    jit_compile=jit_compile,
     validate_args=validate_args,
     name=name,
   )

@@ -146,6 +146,9 @@ class Posterior(keras.layers.Layer):
     self.max_log_scale = float(max_log_scale)
     self.flow_init_scale = float(flow_init_scale)
     self.has_flow = kind != "gaussian" and self.num_flows > 0
+    # XLA for the planar flow's loops; set by the trainer (train.jit_compile = 'flow'),
+    # not by gin, so exports and evaluations built from a checkpoint stay plain TF.
+    self.jit_compile_flow = False
 
     self.loc_head = keras.layers.Dense(self.latent_dim, dtype=self.dtype_policy, name="loc")
     self.log_scale_head = keras.layers.Dense(
@@ -248,9 +251,10 @@ class Posterior(keras.layers.Layer):
     if self.kind == "planar":
       h = self.planar_bottleneck(features) if self.hidden_units else features
       p = tf.reshape(self.planar_head(h), [-1, self.num_flows, 2 * d + 1])
-      out["u"] = p[..., :d]
-      out["w"] = p[..., d : 2 * d]
-      out["b"] = p[..., 2 * d]
+      # tf.split, not three slices: its gradient is one concat, where each slice's
+      # StridedSliceGrad writes a zero-padded [batch, K, 2D + 1] tensor (bit-identical sums).
+      out["u"], out["w"], b = tf.split(p, [d, d, 1], axis=-1)
+      out["b"] = b[..., 0]
     else:
       out["context"] = self.context_head(features)
     return out
@@ -269,6 +273,7 @@ class Posterior(keras.layers.Layer):
         delta=self.delta,
         newton_iterations=self.newton_iterations,
         layers_per_iteration=self.layers_per_iteration,
+        jit_compile=self.jit_compile_flow,
       )
     ctx = params["context"]
     if self.kind == "iaf":

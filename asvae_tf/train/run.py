@@ -75,7 +75,8 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
       a checkpoint is always written at the end).
     discriminator_steps: discriminator updates per generator update.
     strategy: "mirrored", "default" or "multi_worker" (TF_CONFIG).
-    jit_compile: XLA-compile the per-replica loss/gradient computation.
+    jit_compile: True: XLA-compile the per-replica loss/gradient computation; 'flow':
+      XLA-compile only the planar flow's layer loops (docs/training.md); False: no XLA.
     early_stopping_patience: stop after this many validations without improvement of
       the early-stopping metric; 0 = off (the best checkpoint is still kept).
     early_stopping_metric: "recon" (the average validation reconstruction loss of x

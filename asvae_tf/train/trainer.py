@@ -64,6 +64,9 @@ class Trainer:
     self.adversarial_warmup_steps = int(adversarial_warmup_steps)
     self.hooks = hooks
     self.update_scheme = check_update_scheme(update_scheme, self.disc_steps)
+    jit_compile = check_jit_compile(jit_compile, mdl)
+    if jit_compile == "flow":
+      mdl.posterior.jit_compile_flow = True  # read when the step functions are traced
     with strategy.scope():
       with gin.config_scope("generator"):
         self.g_opt = optimizers.make_optimizer()
@@ -90,7 +93,7 @@ class Trainer:
     # and inside its tf.range) and MirroredStrategy once per replica, and tracing the
     # model's terms is most of a run's start-up time. (Grappler inlines the calls.)
     def compiled(fn):
-      return tf.function(fn, jit_compile=bool(jit_compile), autograph=False)
+      return tf.function(fn, jit_compile=jit_compile is True, autograph=False)
 
     self._grad_fns = {m: compiled(self._make_grad_fn(m)) for m in ("generator", "discriminator")}
     self._shared_grad_fn = compiled(self._make_shared_grad_fn())
@@ -335,6 +338,23 @@ class Trainer:
 
 
 UPDATE_SCHEMES = ("alternating", "shared")
+
+
+def check_jit_compile(setting, mdl):
+  """train.jit_compile: False, True (XLA for the per-replica loss and gradients) or
+  'flow' (XLA for the planar flow's layer loops only); returns it.
+
+  Raises:
+    errors.ConfigError: another value, or 'flow' without a planar flow to compile.
+  """
+  if not (setting is True or setting is False or setting == "flow"):
+    raise errors.ConfigError(f"train.jit_compile must be True, False or 'flow', got {setting!r}")
+  if setting == "flow" and not (mdl.posterior.has_flow and mdl.posterior.kind == "planar"):
+    raise errors.ConfigError(
+      "train.jit_compile='flow' compiles the planar flow's layer loops, but posterior.kind is "
+      f"{mdl.posterior.kind!r} with num_flows={mdl.posterior.num_flows} (use True or False)"
+    )
+  return setting
 
 
 def check_update_scheme(scheme, disc_steps):
