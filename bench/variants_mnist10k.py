@@ -3,7 +3,8 @@
 
 Issue 15 asks for the quality of a faster training variant beside the default before it
 becomes a default: `train.update_scheme = 'shared'` against 'alternating', and
-`train.dtype_policy = 'mixed_bfloat16'` against float32. Each --variants entry is a set
+`train.dtype_policy = 'mixed_bfloat16'` against float32, `train.jit_compile = 'flow'`
+against plain TF. Each --variants entry is a set
 of bindings on top of bench/mnist10k_lib.py's protocol (20 passes over the 7,000 training
 images, early stopping on the validation slice, IWAE k = 1000 and -ELBO on the 2,000 test
 images at the best checkpoint, classifier FID / score of 10,000 samples); the table shows
@@ -34,6 +35,12 @@ VARIANTS = {
   "shared": ["train.update_scheme = 'shared'"],
   "bf16": ["train.dtype_policy = 'mixed_bfloat16'"],
   "shared_bf16": ["train.update_scheme = 'shared'", "train.dtype_policy = 'mixed_bfloat16'"],
+  "flow_xla": ["train.jit_compile = 'flow'"],
+  "shared_bf16_flow_xla": [
+    "train.update_scheme = 'shared'",
+    "train.dtype_policy = 'mixed_bfloat16'",
+    "train.jit_compile = 'flow'",
+  ],
 }
 COLUMNS = (
   ("neg_elbo", "-ELBO"),
