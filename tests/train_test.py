@@ -126,6 +126,22 @@ def test_flow_xla_resumes_bit_identically_and_matches_plain_tf(tmp_path):
   assert any(not np.array_equal(a[k], c[k]) for k in a)  # XLA did run: other rounding
 
 
+def test_fast_gin_file_trains_with_its_speed_settings(tmp_path):
+  # gin/mnist_fast.gin: gin/mnist.gin + 'shared' updates, bfloat16 networks, XLA flow loops.
+  result = _train(
+    tmp_path, ["train.strategy = 'default'"], os.path.join(ROOT, "gin", "mnist_fast.gin")
+  )
+  assert result["step"] == 2
+  assert all(np.isfinite(v) for v in result["train"].values())
+  operative = (tmp_path / "operative_config.gin").read_text()
+  for binding in (
+    "train.update_scheme = 'shared'",
+    "train.dtype_policy = 'mixed_bfloat16'",
+    "train.jit_compile = 'flow'",
+  ):
+    assert binding in operative, binding
+
+
 def test_loss_goes_down_on_real_digits(tmp_path):
   if not os.path.isdir(MNIST_DIR):
     pytest.skip(f"no real MNIST at {MNIST_DIR}")
