@@ -109,6 +109,12 @@ def render(name, rows, total, steps, top):
 
 
 def main(_):
+  if FLAGS.jit == "flow":
+    flowless = [
+      c for c in FLAGS.configs if "posterior.kind = 'planar'" not in train_speed.CONFIGS[c]
+    ]
+    if flowless:
+      raise app.UsageError(f"--jit=flow needs a planar posterior; not in {flowless}")
   steps = 2 if FLAGS.quick else FLAGS.steps
   out = os.path.join(tempfile.mkdtemp(), "profile.md") if FLAGS.quick else FLAGS.out
   splits = data.load_splits(name="mnist", local_dir=FLAGS.mnist_dir)

@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from asvae_tf import flows
+from asvae_tf.flows import planar_grad
 
 tfd = tfp.distributions
 
@@ -242,6 +243,7 @@ def test_planar_custom_vjp_matches_autodiff(direction, k, lpi, sample_shape, jit
   z = _normal(13, sample_shape + [5, 3])
   cot_z, cot_l = _normal(14, sample_shape + [5, 3]), _normal(15, sample_shape + [5])
   results = {}
+  traces = sum(f.experimental_get_tracing_count() for f in planar_grad._XLA_LOOPS)
   for impl in ("flow", "reference"):
     with tf.GradientTape() as tape:
       tape.watch([u, w, b, z])
@@ -256,6 +258,9 @@ def test_planar_custom_vjp_matches_autodiff(direction, k, lpi, sample_shape, jit
     assert all(g is not None for g in results[impl])
   for got, want in zip(results["flow"], results["reference"]):
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-11)
+  # The XLA-compiled loops ran (each case has shapes of its own: a new trace) or did not.
+  new_traces = sum(f.experimental_get_tracing_count() for f in planar_grad._XLA_LOOPS) - traces
+  assert (new_traces >= 2) if jit else (new_traces == 0)
 
 
 def test_planar_inverse_gradients_match_finite_differences():

@@ -99,11 +99,18 @@ def test_early_stopping_stops_and_stays_stopped(tmp_path):
   assert _train(tmp_path, frozen)["step"] == 2  # a rerun does not train past the stop
 
 
-def test_xla_steps_under_mirrored_strategy(tmp_path):
-  # XLA compiles the per-replica loss/gradient function (not strategy.run itself).
+@pytest.mark.parametrize("jit", ["True", "'flow'"])
+def test_xla_steps_under_mirrored_strategy(tmp_path, jit):
+  # True: XLA compiles the per-replica loss/gradient function (not strategy.run itself);
+  # 'flow': only the planar loops (a real tf.while_loop: 1 layer per iteration), per replica.
   result = _train(
     tmp_path,
-    ["model.objective = 'asvae'", "train.strategy = 'mirrored'", "train.jit_compile = True"],
+    [
+      "model.objective = 'asvae'",
+      "train.strategy = 'mirrored'",
+      f"train.jit_compile = {jit}",
+      "posterior.layers_per_iteration = 1",
+    ],
   )
   assert result["step"] == 2
   assert all(np.isfinite(v) for v in result["train"].values())
@@ -112,7 +119,12 @@ def test_xla_steps_under_mirrored_strategy(tmp_path):
 def test_flow_xla_resumes_bit_identically_and_matches_plain_tf(tmp_path):
   # train.jit_compile = 'flow': XLA for the planar loops only. Same maths as plain TF (up
   # to float32 rounding), and deterministic: a resumed run equals a straight one.
-  flow_xla = ["model.objective = 'asvae'", "train.strategy = 'default'"]
+  # 1 layer per tf.while_loop iteration: the loop itself runs under XLA (K = 2).
+  flow_xla = [
+    "model.objective = 'asvae'",
+    "train.strategy = 'default'",
+    "posterior.layers_per_iteration = 1",
+  ]
   straight, resumed, plain = tmp_path / "straight", tmp_path / "resumed", tmp_path / "plain"
   _train(straight, flow_xla + ["train.jit_compile = 'flow'", "train.num_steps = 4"])
   _train(resumed, flow_xla + ["train.jit_compile = 'flow'", "train.num_steps = 2"])

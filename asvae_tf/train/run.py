@@ -22,7 +22,7 @@ from asvae_tf import precision
 from asvae_tf.train import preemption
 from asvae_tf.train import strategy as strategy_lib
 from asvae_tf.train.hooks import NO_HOOKS
-from asvae_tf.train import trainer as trainer_lib
+from asvae_tf.train import step_options
 from asvae_tf.train.trainer import Trainer
 
 
@@ -125,9 +125,10 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   if not isinstance(export_saved_model, bool):
     raise ConfigError(f"train.export_saved_model must be True or False, got {export_saved_model!r}")
   precision.check_policy(dtype_policy)
-  if update_scheme not in trainer_lib.UPDATE_SCHEMES:  # before any data is loaded
+  step_options.check_jit_compile_value(jit_compile)  # before any data is loaded
+  if update_scheme not in step_options.UPDATE_SCHEMES:
     raise ConfigError(
-      f"train.update_scheme must be one of {trainer_lib.UPDATE_SCHEMES}, got {update_scheme!r}"
+      f"train.update_scheme must be one of {step_options.UPDATE_SCHEMES}, got {update_scheme!r}"
     )
   strat = strategy_lib.make_strategy(strategy)
   batch_size = strategy_lib.global_batch_size(batch_size, per_replica_batch_size, strat)

@@ -32,11 +32,13 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from asvae_tf import errors
 from asvae_tf import optimizers
 from asvae_tf import rng
 from asvae_tf import precision
 from asvae_tf.train.hooks import NO_HOOKS
+from asvae_tf.train.step_options import UPDATE_SCHEMES  # noqa: F401  (re-exported)
+from asvae_tf.train.step_options import check_jit_compile
+from asvae_tf.train.step_options import check_update_scheme
 
 
 class Trainer:
@@ -65,8 +67,8 @@ class Trainer:
     self.hooks = hooks
     self.update_scheme = check_update_scheme(update_scheme, self.disc_steps)
     jit_compile = check_jit_compile(jit_compile, mdl)
-    if jit_compile == "flow":
-      mdl.posterior.jit_compile_flow = True  # read when the step functions are traced
+    # Read when the model's functions are traced (training and validation steps, images).
+    mdl.posterior.jit_compile_flow = jit_compile == "flow"
     with strategy.scope():
       with gin.config_scope("generator"):
         self.g_opt = optimizers.make_optimizer()
@@ -335,43 +337,6 @@ class Trainer:
       good += tf.cast(ok, tf.int32)
       done += 1
     return sums, good, done
-
-
-UPDATE_SCHEMES = ("alternating", "shared")
-
-
-def check_jit_compile(setting, mdl):
-  """train.jit_compile: False, True (XLA for the per-replica loss and gradients) or
-  'flow' (XLA for the planar flow's layer loops only); returns it.
-
-  Raises:
-    errors.ConfigError: another value, or 'flow' without a planar flow to compile.
-  """
-  if not (setting is True or setting is False or setting == "flow"):
-    raise errors.ConfigError(f"train.jit_compile must be True, False or 'flow', got {setting!r}")
-  if setting == "flow" and not (mdl.posterior.has_flow and mdl.posterior.kind == "planar"):
-    raise errors.ConfigError(
-      "train.jit_compile='flow' compiles the planar flow's layer loops, but posterior.kind is "
-      f"{mdl.posterior.kind!r} with num_flows={mdl.posterior.num_flows} (use True or False)"
-    )
-  return setting
-
-
-def check_update_scheme(scheme, disc_steps):
-  """scheme if valid for disc_steps discriminator updates per step, else errors.ConfigError.
-
-  'shared' with a model without discriminators (the VAE) is 'alternating' (one update).
-  """
-  if scheme not in UPDATE_SCHEMES:
-    raise errors.ConfigError(f"train.update_scheme must be one of {UPDATE_SCHEMES}, got {scheme!r}")
-  if scheme == "shared" and disc_steps == 0:
-    return "alternating"
-  if scheme == "shared" and disc_steps != 1:
-    raise errors.ConfigError(
-      f"train.update_scheme='shared' runs one discriminator update per step; "
-      f"train.discriminator_steps is {disc_steps} (use 1, or update_scheme='alternating')"
-    )
-  return scheme
 
 
 def adversarial_weight(step, warmup_steps):
