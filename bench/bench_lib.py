@@ -42,12 +42,11 @@ def matmul_gflops(n=1024, reps=50):
   return statistics.median(rates)
 
 
-def time_train_loop(trainer, iterator, steps, num_windows, batch_size):
-  """Images/s of `train.Trainer.loop`: (median, min, max, trace + warm-up seconds).
+def warm_train_loop(trainer, iterator, steps):
+  """(run, trace + warm-up seconds): `run()` runs `steps` steps of `train.Trainer.loop`.
 
-  One untimed window of `steps` steps traces and warms up; then `num_windows` timed
-  windows of `steps` steps each. Works whatever structure `loop` returns (its outputs
-  come from one tf.function call, so fetching one of them waits for all).
+  The first, untimed call traces and warms up. Works whatever structure `loop` returns
+  (its outputs come from one tf.function call, so fetching one of them waits for all).
   """
   n = tf.constant(steps, tf.int32)
 
@@ -55,11 +54,30 @@ def time_train_loop(trainer, iterator, steps, num_windows, batch_size):
     tf.nest.flatten(trainer.loop(iterator, n))[0].numpy()
 
   t0 = time.perf_counter()
-  run()  # trace + warm-up
-  warm = time.perf_counter() - t0
-  rates = []
+  run()
+  return run, time.perf_counter() - t0
+
+
+def interleaved_rates(runs, steps, num_windows, batch_size):
+  """[(median, min, max) img/s] of each warmed `run` of `runs`, timed round-robin.
+
+  Window w times runs[0], runs[1], ... in turn, so a drift of the machine's speed over
+  minutes reaches every run alike instead of favouring the ones timed first.
+  """
+  rates = [[] for _ in runs]
   for _ in range(num_windows):
-    t0 = time.perf_counter()
-    run()
-    rates.append(steps * batch_size / (time.perf_counter() - t0))
-  return statistics.median(rates), min(rates), max(rates), warm
+    for r, run in zip(rates, runs):
+      t0 = time.perf_counter()
+      run()
+      r.append(steps * batch_size / (time.perf_counter() - t0))
+  return [(statistics.median(r), min(r), max(r)) for r in rates]
+
+
+def time_train_loop(trainer, iterator, steps, num_windows, batch_size):
+  """Images/s of `train.Trainer.loop`: (median, min, max, trace + warm-up seconds).
+
+  One untimed window of `steps` steps traces and warms up; then `num_windows` timed
+  windows of `steps` steps each.
+  """
+  run, warm = warm_train_loop(trainer, iterator, steps)
+  return interleaved_rates([run], steps, num_windows, batch_size)[0] + (warm,)

@@ -7,6 +7,7 @@ with the K = 80 planar posterior, at batch 100 with the MNIST MLPs of gin/mnist.
 the chosen strategies and XLA settings. Also prints this machine's float32 matmul rate.
 
   .venv/bin/python bench/train_speed.py [--strategies=default,mirrored] [--jit=0,1,flow]
+      [--interleave]   # build all rows first, then time their windows round-robin
 """
 
 import os
@@ -70,6 +71,9 @@ def define_flags():
   flags.DEFINE_integer("windows", 5, "Timed windows (median reported).")
   flags.DEFINE_integer("batch_size", 100, "Global batch size.")
   flags.DEFINE_list("dtype_policies", ["float32"], "train.dtype_policy values to time.")
+  flags.DEFINE_bool(
+    "interleave", False, "Build and warm up every row first, then time windows round-robin."
+  )
 
 
 def make_trainer(name, strategy_name, jit, splits, batch_size=100, dtype_policy="float32"):
@@ -94,12 +98,32 @@ def make_trainer(name, strategy_name, jit, splits, batch_size=100, dtype_policy=
   return trainer, strategy
 
 
-def time_trainer(trainer, strategy, splits, batch_size=100, steps=50, windows=5):
-  """Training img/s on splits.train: (median, min, max, trace + warm-up seconds)."""
+def _train_iterator(strategy, splits, batch_size):
   dist = strategy.distribute_datasets_from_function(
     lambda ctx: data.train_dataset(splits.train, batch_size, 0, True, input_context=ctx)
   )
-  return bench_lib.time_train_loop(trainer, iter(dist), steps, windows, batch_size)
+  return iter(dist)
+
+
+def time_trainer(trainer, strategy, splits, batch_size=100, steps=50, windows=5):
+  """Training img/s on splits.train: (median, min, max, trace + warm-up seconds)."""
+  iterator = _train_iterator(strategy, splits, batch_size)
+  return bench_lib.time_train_loop(trainer, iterator, steps, windows, batch_size)
+
+
+def time_rows_interleaved(rows, splits, batch_size, steps, windows):
+  """Like time_config for each (name, strategy, jit, policy) row, but every trainer is
+  built and warmed up first and the timed windows then go round-robin over the rows."""
+  runs, warms = [], []
+  for name, strategy_name, jit, policy in rows:
+    trainer, strategy = make_trainer(name, strategy_name, jit, splits, batch_size, policy)
+    run, warm = bench_lib.warm_train_loop(
+      trainer, _train_iterator(strategy, splits, batch_size), steps
+    )  # traced now, while this row's gin config is the parsed one
+    runs.append(run)
+    warms.append(warm)
+  rates = bench_lib.interleaved_rates(runs, steps, windows, batch_size)
+  return [r + (w,) for r, w in zip(rates, warms)]
 
 
 def time_config(name, strategy_name, jit, splits, batch_size=100, steps=50, windows=5,
@@ -128,14 +152,23 @@ def main(_):
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
   rows = [(n, s, j, p) for n in FLAGS.configs for s in FLAGS.strategies for j in FLAGS.jit
           for p in FLAGS.dtype_policies]  # fmt: skip
+  timed = []
   for name, strategy_name, jit, policy in rows:
     if jit == "flow" and "posterior.kind = 'planar'" not in CONFIGS[name]:
       print(f"| {name:<30} | {policy:<14} | {strategy_name:<9} | flow | n/a (no planar flow) |")
-      continue
-    med, lo, hi, warm = time_config(
-      name, strategy_name, JIT_SETTINGS[jit], splits, FLAGS.batch_size, FLAGS.steps, FLAGS.windows,
-      policy,
+    else:
+      timed.append((name, strategy_name, jit, policy))
+  if FLAGS.interleave:
+    results = time_rows_interleaved(
+      [(n, s, JIT_SETTINGS[j], p) for n, s, j, p in timed],
+      splits, FLAGS.batch_size, FLAGS.steps, FLAGS.windows,
     )  # fmt: skip
+  else:
+    results = (
+      time_config(n, s, JIT_SETTINGS[j], splits, FLAGS.batch_size, FLAGS.steps, FLAGS.windows, p)
+      for n, s, j, p in timed
+    )
+  for (name, strategy_name, jit, policy), (med, lo, hi, warm) in zip(timed, results):
     print(
       f"| {name:<30} | {policy:<14} | {strategy_name:<9} | {JIT_LABELS[jit]:<4} | "
       f"{med:>14,.0f} | {f'{lo:,.0f}-{hi:,.0f}':>15} | {TARGETS[name]:>7,} | "
