@@ -152,23 +152,26 @@ def main(_):
   print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
   rows = [(n, s, j, p) for n in FLAGS.configs for s in FLAGS.strategies for j in FLAGS.jit
           for p in FLAGS.dtype_policies]  # fmt: skip
-  timed = []
-  for name, strategy_name, jit, policy in rows:
-    if jit == "flow" and "posterior.kind = 'planar'" not in CONFIGS[name]:
-      print(f"| {name:<30} | {policy:<14} | {strategy_name:<9} | flow | n/a (no planar flow) |")
-    else:
-      timed.append((name, strategy_name, jit, policy))
-  if FLAGS.interleave:
+  timed = [r for r in rows if r[2] != "flow" or "posterior.kind = 'planar'" in CONFIGS[r[0]]]
+  if FLAGS.interleave:  # every row built and warmed up first, then timed round-robin
     results = time_rows_interleaved(
       [(n, s, JIT_SETTINGS[j], p) for n, s, j, p in timed],
       splits, FLAGS.batch_size, FLAGS.steps, FLAGS.windows,
     )  # fmt: skip
-  else:
-    results = (
-      time_config(n, s, JIT_SETTINGS[j], splits, FLAGS.batch_size, FLAGS.steps, FLAGS.windows, p)
-      for n, s, j, p in timed
-    )
-  for (name, strategy_name, jit, policy), (med, lo, hi, warm) in zip(timed, results):
+    results = dict(zip(timed, results))
+  else:  # timed one after the other, each printed when done
+    results = {}
+  for row in rows:
+    name, strategy_name, jit, policy = row
+    if row not in timed:
+      print(f"| {name:<30} | {policy:<14} | {strategy_name:<9} | flow | n/a (no planar flow) |")
+      continue
+    if row not in results:
+      results[row] = time_config(
+        name, strategy_name, JIT_SETTINGS[jit], splits, FLAGS.batch_size, FLAGS.steps,
+        FLAGS.windows, policy,
+      )  # fmt: skip
+    med, lo, hi, warm = results[row]
     print(
       f"| {name:<30} | {policy:<14} | {strategy_name:<9} | {JIT_LABELS[jit]:<4} | "
       f"{med:>14,.0f} | {f'{lo:,.0f}-{hi:,.0f}':>15} | {TARGETS[name]:>7,} | "

@@ -119,3 +119,13 @@ def test_matmul_limit_shapes_are_the_counted_flops():
     assert matmul_limit.flops(counts) == 7 * throughput.passes_flops(passes, disc_steps)["step"]
   seconds, lo, hi = matmul_limit.time_matmuls({(2, 3, 4): 2}, tf.bfloat16, iters=1, windows=1)
   assert 0 < lo <= seconds <= hi
+
+
+def test_interleaved_rates_time_the_runs_round_robin():
+  from bench import bench_lib  # pylint: disable=g-import-not-at-top
+
+  calls = []
+  runs = [lambda i=i: calls.append(i) for i in range(3)]
+  rates = bench_lib.interleaved_rates(runs, steps=2, num_windows=2, batch_size=5)
+  assert calls == [0, 1, 2, 0, 1, 2]  # window by window, every run in turn
+  assert len(rates) == 3 and all(0 < lo <= med <= hi for med, lo, hi in rates)
