@@ -63,6 +63,11 @@ class ASVAE(keras.Model):
     f2_input_noise: sigma >= 0 of the Gaussian instance noise added to every image the
       x-marginal discriminator D of an explicit f2 sees (generated and data alike; see
       `ratios`, "Instance noise on D"). 0: none (the default).
+    f2_decoder_weight: lambda > 0 multiplying f2's learned part at (x', z') in the
+      generator loss (see `ratios`, "Weight of the decoder's adversarial term"); 1 is
+      eq. (11). Not with the 'exact' explicit f2; objectives without f2 ("vae",
+      "asvae_r") have no such term, so gin files built on gin/mnist.gin can switch the
+      objective without resetting it.
 
   The explicit parts assume the encoder and decoder are evaluated consistently: the
   shipped configs use no encoder / decoder dropout (with dropout, log q(z|x) of the
@@ -88,12 +93,13 @@ class ASVAE(keras.Model):
     r1_gamma=0.0,
     f2_decoder_gradient=None,
     f2_input_noise=0.0,
+    f2_decoder_weight=1.0,
     name="asvae",
   ):
     super().__init__(name=name)
     f2_estimator, f2_decoder_gradient = ratios.check_settings(
       ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder_gradient,
-      f2_marginal_samples, r1_gamma, f2_input_noise,
+      f2_marginal_samples, r1_gamma, f2_input_noise, f2_decoder_weight,
     )  # fmt: skip
     self.image_shape = tuple(int(s) for s in image_shape)
     self.latent_dim = int(latent_dim)
@@ -111,6 +117,7 @@ class ASVAE(keras.Model):
     self.r1_gamma = float(r1_gamma)
     self.f2_decoder_gradient = f2_decoder_gradient
     self.f2_input_noise = float(f2_input_noise)
+    self.f2_decoder_weight = float(f2_decoder_weight)
     self.likelihood = likelihood()
     h, w, c = self.image_shape
     self.encoder = encoder(name="encoder")

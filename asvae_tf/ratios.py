@@ -88,12 +88,24 @@ DECODER_GRADIENTS = ("exact", "marginal", "marginal_infomax")
 # where binary images do not (Arjovsky & Bottou 2017, the paper's ref. [22]; Sonderby et
 # al. 2017), which keeps D's gradient informative. E2 (mode 'exact') still uses x' itself.
 
+# Weight of the decoder's adversarial term (gin `model.f2_decoder_weight` = lambda > 0). The
+# generator loss of eq. (11) uses lambda * f2's learned part at (x', z') (D(x') + h(z') for
+# an explicit f2, f2(x', z') for a joint one). In 'marginal' mode theta then descends
+#   KL(q(x, z) || p_theta(x, z)) + lambda * KL(p_theta(x) || q(x))
+# (first half of eq. (11) + lambda x the D(x') path gradient; h(z') moves nothing). Both
+# terms are >= 0 and vanish at p_theta(x, z) = q_phi(x, z), where f2* = 0 and its path
+# gradient too, so every lambda > 0 keeps Proposition 1's optimum; lambda = 1 is eq. (11).
+# When the model family cannot reach p = q, lambda > 1 weights the mode-seeking direction
+# of the symmetric KL more: sharper samples for some likelihood (docs/results.md). Not
+# with the 'exact' explicit f2, whose E2 part belongs to the derived gradient at weight 1.
+
 
 SettingError = errors.ConfigError  # compatibility alias; raise errors.ConfigError
 
 
 def check_settings(ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder_gradient,
-                   f2_marginal_samples, r1_gamma, f2_input_noise=0.0):  # fmt: skip
+                   f2_marginal_samples, r1_gamma, f2_input_noise=0.0,
+                   f2_decoder_weight=1.0):  # fmt: skip
   """Checks the `model.*` ratio-estimator settings; resolves the None defaults.
 
   Returns:
@@ -131,7 +143,18 @@ def check_settings(ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder
       f"model.f2_decoder_gradient={f2_decoder_gradient!r} needs an explicit f2 "
       f"(model.ratio_estimator / model.f2_estimator = 'explicit'); a joint f2 uses 'exact'"
     )
+  _check_decoder_weight(f2_decoder_weight, f2_estimator, f2_decoder_gradient)
   return f2_estimator, f2_decoder_gradient
+
+
+def _check_decoder_weight(weight, f2_estimator, f2_decoder_gradient):
+  if isinstance(weight, bool) or not (isinstance(weight, (int, float)) and 0 < weight < math.inf):
+    raise errors.ConfigError(f"model.f2_decoder_weight must be a finite number > 0, got {weight!r}")
+  if weight != 1 and f2_estimator == "explicit" and f2_decoder_gradient == "exact":
+    raise errors.ConfigError(
+      "model.f2_decoder_weight != 1 does not combine with model.f2_decoder_gradient = 'exact' "
+      "(its E2 term is derived at weight 1); use 'marginal'"
+    )
 
 
 def noisy_input(x, sigma, seed):

@@ -198,6 +198,7 @@ def _generator_ratios(mdl, t, s, use_eq5, use_eq6, d_training, weight, params_p)
       t.x, t.zq, t.log_qzq, seed=s[6], training=d_training, residual_weight=weight
     )
   if use_eq6 and t.xp is not None:
+    weight = weight * mdl.f2_decoder_weight  # lambda (ratios: "Weight of the decoder's ...")
     if mdl.f2_explicit:
       x_d = ratios.noisy_input(t.xp, mdl.f2_input_noise, rng.fold_in(s[7], 13))
       t.f2_real = weight * mdl.f2_residual(x_d, t.zp, seed=s[7], training=d_training)

@@ -47,6 +47,7 @@ PAPER_LITERAL = [
   "bernoulli_likelihood.reparameterization = 'straight_through'",
   "model.f2_input_noise = 0.0",
   "train.discriminator_steps = 1",
+  "model.f2_decoder_weight = 1.0",
 ]
 EXPLICIT_F1 = ["model.ratio_estimator = 'explicit'", "model.f2_estimator = 'joint'"]
 HYGIENE = ["model.generator_pass_dropout = False", "discriminator/optimizer.beta_1 = 0.5"]
@@ -59,6 +60,14 @@ NO_MI = ["model.f2_decoder_gradient = 'marginal_infomax'"]
 MARGINAL = ["model.f2_decoder_gradient = 'marginal'"]
 NOISE = ["model.f2_input_noise = 0.5"]
 D_STEPS_2 = ["train.discriminator_steps = 2"]
+MARGINAL_GAN_ADAM = (
+  EXPLICIT + HYGIENE + MARGINAL + ST + GAN_ADAM + ["train.adversarial_warmup_steps = 0"]
+)
+
+
+def _decoder_weight(lam):
+  return MARGINAL_GAN_ADAM + [f"model.f2_decoder_weight = {lam:.1f}"]
+
 
 # key -> (label, gin file, extra bindings)
 ROWS = {
@@ -204,10 +213,17 @@ ROWS = {
     EXPLICIT + HYGIENE + MARGINAL + ST + ["train.adversarial_warmup_steps = 0"],
   ),
   "asvae_marginal_gan_adam": (
-    "  + generator Adam beta_1 0.5 (gin/mnist.gin)",
+    "  + generator Adam beta_1 0.5 (gin/mnist.gin before 2026-12-01)",
     "mnist.gin",
-    EXPLICIT + HYGIENE + MARGINAL + ST + GAN_ADAM + ["train.adversarial_warmup_steps = 0"],
+    MARGINAL_GAN_ADAM,
   ),
+  "asvae_weight2": (
+    "  + decoder adversarial weight 2 (model.f2_decoder_weight)",
+    "mnist.gin",
+    _decoder_weight(2),
+  ),
+  "asvae_weight3": ("  + decoder adversarial weight 3", "mnist.gin", _decoder_weight(3)),
+  "asvae_weight4": ("  + decoder adversarial weight 4", "mnist.gin", _decoder_weight(4)),
   "asvae_marginal_r1": (
     "  + R1 gamma 1 on the residuals r1 and D",
     "mnist.gin",
@@ -274,6 +290,9 @@ ORDER = [
   "asvae_f2_no_mi",
   "asvae_f2_marginal",
   "asvae_marginal_gan_adam",
+  "asvae_weight2",
+  "asvae_weight3",
+  "asvae_weight4",
   "asvae_marginal_r1",
   "asvae_marginal_warmup",
   "asvae_g_joint",

@@ -301,6 +301,14 @@ def test_adversarial_weight_scales_only_the_learned_terms():
     (dict(ratio_estimator="explicit", f2_input_noise=-0.1), "model.f2_input_noise"),
     (dict(ratio_estimator="explicit", f2_input_noise=float("inf")), "model.f2_input_noise"),
     (dict(f2_input_noise=0.5), "f2_input_noise needs an explicit f2"),
+    (dict(f2_decoder_weight=0.0), "model.f2_decoder_weight"),
+    (dict(f2_decoder_weight=-2.0), "model.f2_decoder_weight"),
+    (dict(f2_decoder_weight=float("inf")), "model.f2_decoder_weight"),
+    (dict(f2_decoder_weight=True), "model.f2_decoder_weight"),
+    (
+      dict(ratio_estimator="explicit", f2_decoder_gradient="exact", f2_decoder_weight=2.0),
+      "does not combine with model.f2_decoder_gradient = 'exact'",
+    ),
   ],
 )
 def test_bad_estimator_settings_are_clear_errors(kw, needle):
@@ -311,6 +319,49 @@ def test_bad_estimator_settings_are_clear_errors(kw, needle):
 def test_instance_noise_without_an_f2_is_a_config_error():
   with pytest.raises(ratios.SettingError, match="trains no f2"):
     _model("asvae_r", ratio_estimator="explicit", f2_input_noise=0.5)
+
+
+def test_f2_decoder_weight_leaves_objectives_without_f2_unchanged():
+  """gin/mnist.gin sets lambda = 3; a VAE or AS-VAE-r built from it has no f2 term, and its
+  loss is the one at lambda = 1."""
+  x = _x()
+  for objective in ("vae", "asvae_r"):
+    kw = dict(ratio_estimator="explicit", generator_pass_dropout=False)
+    a, b = _model(objective, **kw), _model(objective, f2_decoder_weight=3.0, **kw)
+    b.set_weights(a.get_weights())
+    la = a.generator_loss(a.terms(x, SEED, "generator", training=False))
+    lb = b.generator_loss(b.terms(x, SEED, "generator", training=False))
+    np.testing.assert_array_equal(la.numpy(), lb.numpy())
+
+
+@pytest.mark.parametrize("estimator", ["explicit", "joint"])
+def test_f2_decoder_weight_scales_the_decoder_adversarial_gradient_only(estimator):
+  """model.f2_decoder_weight = lambda: the generator loss's f2 term is lambda x f2's learned
+  part at (x', z'), so (float64) the decoder's gradient of the loss is
+  grad(rest) + lambda grad(f2 at weight 1), the encoder's and the other terms are unchanged,
+  and lambda = 1 is eq. (11)."""
+  kw = dict(ratio_estimator=estimator, generator_pass_dropout=False, dtype="float64")
+  lam = 3.0
+  base, weighted = _model("asvae", **kw), _model("asvae", f2_decoder_weight=lam, **kw)
+  weighted.set_weights(base.get_weights())
+  x = _x(dtype=tf.float64)
+
+  def grads(mdl):
+    with tf.GradientTape(persistent=True) as tape:
+      t = mdl.terms(x, SEED, "generator", training=False)
+      loss, f2 = tf.reduce_sum(mdl.generator_loss(t)), tf.reduce_sum(t.f2_real)
+    variables = mdl.decoder.trainable_variables + mdl.encoder.trainable_variables
+    return t, [tape.gradient(v, variables) for v in (loss, f2)]
+
+  t1, (g_loss1, g_f2_1) = grads(base)
+  t3, (g_loss3, g_f2_3) = grads(weighted)
+  np.testing.assert_allclose(t3.f2_real.numpy(), lam * t1.f2_real.numpy(), rtol=1e-12)
+  for name in ("f1_real", "log_px_given_zq", "log_q_prior"):
+    np.testing.assert_array_equal(getattr(t3, name).numpy(), getattr(t1, name).numpy())
+  for gl1, gf1, gl3 in zip(g_loss1, g_f2_1, g_loss3):
+    gf1 = 0.0 if gf1 is None else gf1.numpy()
+    np.testing.assert_allclose(gl3.numpy(), gl1.numpy() + (lam - 1.0) * gf1, rtol=1e-9, atol=1e-12)
+  assert any(g is not None and np.any(g.numpy()) for g in g_f2_1)  # f2 moves the decoder
 
 
 @pytest.mark.parametrize(

@@ -336,6 +336,7 @@ def test_every_gin_file_parses_and_builds(gin_file):
     "train.adversarial_warmup_steps = 100",
     "train.early_stopping_metric = 'elbo'",
     "model.f2_decoder_gradient = 'marginal'",
+    "model.f2_decoder_weight = 2.0",
   ],
 )
 def test_public_gin_names_are_bindable(binding):
@@ -353,6 +354,7 @@ def test_public_gin_names_are_bindable(binding):
 EXPLICIT_RUN = [
   "model.ratio_estimator = 'explicit'",
   "model.f2_decoder_gradient = 'exact'",
+  "model.f2_decoder_weight = 1.0",  # gin/mnist.gin's 3 is for 'marginal' only
   "model.f1_residual_inputs = 'xz'",
   "model.f2_marginal_samples = 2",
   "model.generator_pass_dropout = False",
