@@ -98,6 +98,9 @@ def estimator_of(name):
       noise = bound("model.f2_input_noise", 0.0)
       if noise:
         f2 += f" + instance noise {noise:g} on D"
+    weight = bound("model.f2_decoder_weight", 1.0)
+    if weight != 1 and name != "asvae_r":
+      f2 += f", decoder weight {weight:g}"
   finally:
     gin.clear_config()
   return {"asvae_r": f"f1 {f1}", "asvae_g": f"f2 {f2}"}.get(name, f"f1 {f1}, f2 {f2}")
