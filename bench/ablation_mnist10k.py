@@ -250,12 +250,12 @@ ROWS = {
     EXPLICIT + HYGIENE + GAN_ADAM + ST + MARGINAL + D_STEPS_2,
   ),
   "asvae_noise": (
-    "AS-VAE (gin/mnist.gin) + instance noise 0.5 on D",
+    "AS-VAE (row asvae_marginal_gan_adam) + instance noise 0.5 on D",
     "mnist.gin",
     EXPLICIT + HYGIENE + MARGINAL + ST + GAN_ADAM + NOISE,
   ),
   "asvae_d2": (
-    "AS-VAE (gin/mnist.gin) + 2 discriminator steps per step",
+    "AS-VAE (row asvae_marginal_gan_adam) + 2 discriminator steps per step",
     "mnist.gin",
     EXPLICIT + HYGIENE + MARGINAL + ST + GAN_ADAM + D_STEPS_2,
   ),
