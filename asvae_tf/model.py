@@ -63,11 +63,11 @@ class ASVAE(keras.Model):
     f2_input_noise: sigma >= 0 of the Gaussian instance noise added to every image the
       x-marginal discriminator D of an explicit f2 sees (generated and data alike; see
       `ratios`, "Instance noise on D"). 0: none (the default).
-    f2_decoder_weight: lambda > 0 multiplying f2's learned part at (x', z') in the
-      generator loss (see `ratios`, "Weight of the decoder's adversarial term"); 1 is
-      eq. (11). Not with the 'exact' explicit f2; objectives without f2 ("vae",
-      "asvae_r") have no such term, so gin files built on gin/mnist.gin can switch the
-      objective without resetting it.
+    f2_decoder_weight: lambda > 0 multiplying D(x') + h(z'), an explicit f2's learned part
+      at the generated pair, in the generator loss (see `ratios`, "Weight of the
+      decoder's adversarial term"); 1 is eq. (11). A config error with a joint f2;
+      objectives without f2 ("vae", "asvae_r") have no such term and ignore it, so gin
+      files built on gin/mnist.gin can switch the objective without resetting it.
 
   The explicit parts assume the encoder and decoder are evaluated consistently: the
   shipped configs use no encoder / decoder dropout (with dropout, log q(z|x) of the
@@ -99,7 +99,7 @@ class ASVAE(keras.Model):
     super().__init__(name=name)
     f2_estimator, f2_decoder_gradient = ratios.check_settings(
       ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder_gradient,
-      f2_marginal_samples, r1_gamma, f2_input_noise, f2_decoder_weight,
+      f2_marginal_samples, r1_gamma, f2_input_noise,
     )  # fmt: skip
     self.image_shape = tuple(int(s) for s in image_shape)
     self.latent_dim = int(latent_dim)
@@ -109,6 +109,9 @@ class ASVAE(keras.Model):
         f"model.f2_input_noise = {f2_input_noise} has no effect: objective {objective!r} "
         f"trains no f2 (use 'asvae' or 'asvae_g', or leave it at 0)"
       )
+    ratios.check_decoder_weight(
+      f2_decoder_weight, "eq6" in self.objective.discriminators, f2_estimator
+    )
     self.f1_explicit = ratio_estimator == "explicit"
     self.f2_explicit = f2_estimator == "explicit"
     self.f1_residual_inputs = f1_residual_inputs

@@ -88,24 +88,29 @@ DECODER_GRADIENTS = ("exact", "marginal", "marginal_infomax")
 # where binary images do not (Arjovsky & Bottou 2017, the paper's ref. [22]; Sonderby et
 # al. 2017), which keeps D's gradient informative. E2 (mode 'exact') still uses x' itself.
 
-# Weight of the decoder's adversarial term (gin `model.f2_decoder_weight` = lambda > 0). The
-# generator loss of eq. (11) uses lambda * f2's learned part at (x', z') (D(x') + h(z') for
-# an explicit f2, f2(x', z') for a joint one). In 'marginal' mode theta then descends
-#   KL(q(x, z) || p_theta(x, z)) + lambda * KL(p_theta(x) || q(x))
-# (first half of eq. (11) + lambda x the D(x') path gradient; h(z') moves nothing). Both
-# terms are >= 0 and vanish at p_theta(x, z) = q_phi(x, z), where f2* = 0 and its path
-# gradient too, so every lambda > 0 keeps Proposition 1's optimum; lambda = 1 is eq. (11).
-# When the model family cannot reach p = q, lambda > 1 weights the mode-seeking direction
-# of the symmetric KL more: sharper samples for some likelihood (docs/results.md). Not
-# with the 'exact' explicit f2, whose E2 part belongs to the derived gradient at weight 1.
+# Weight of the decoder's adversarial term (gin `model.f2_decoder_weight` = lambda > 0, an
+# explicit f2 only). The generator loss of eq. (11) uses lambda * (D(x') + h(z')), the
+# learned part of f2 = E2 + D + h at the generated pair; h(z') (z' from the prior) moves
+# nothing. With D = D* = log p_theta(x) - log q(x), lambda x D's path gradient descends
+# lambda * KL(p_theta(x) || q(x)), so theta and phi descend, in mode
+#   'marginal': KL(q(x, z) || p_theta(x, z)) + lambda * KL(p_theta(x) || q(x));
+#   'exact':    the same + E_p KL(p_theta(z|x) || q_phi(z|x)) (E2 and the sleep term).
+# Every term is >= 0 and 0 at p_theta(x, z) = q_phi(x, z), where D* = h* = 0, so every
+# lambda > 0 keeps Proposition 1's optimum; lambda = 1 is eq. (11). (A joint f2 is refused:
+# its learned part is all of f2* = log p(x, z) - log q(x) q(z), whose path gradient at
+# p = q is the pointwise mutual information's, cancelled by the sleep term only at
+# lambda = 1.) When the family cannot reach p = q, lambda > 1 weights the mode-seeking half
+# of the symmetric KL more: sharper samples, for some ELBO (docs/results.md). Caveats: D is
+# trained on binary images and the decoder moves through a relaxed straight-through sample,
+# so D's input gradient is an estimate and lambda scales its error too; with instance noise
+# the second term is KL(p_sigma || q_sigma).
 
 
 SettingError = errors.ConfigError  # compatibility alias; raise errors.ConfigError
 
 
 def check_settings(ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder_gradient,
-                   f2_marginal_samples, r1_gamma, f2_input_noise=0.0,
-                   f2_decoder_weight=1.0):  # fmt: skip
+                   f2_marginal_samples, r1_gamma, f2_input_noise=0.0):  # fmt: skip
   """Checks the `model.*` ratio-estimator settings; resolves the None defaults.
 
   Returns:
@@ -143,17 +148,23 @@ def check_settings(ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder
       f"model.f2_decoder_gradient={f2_decoder_gradient!r} needs an explicit f2 "
       f"(model.ratio_estimator / model.f2_estimator = 'explicit'); a joint f2 uses 'exact'"
     )
-  _check_decoder_weight(f2_decoder_weight, f2_estimator, f2_decoder_gradient)
   return f2_estimator, f2_decoder_gradient
 
 
-def _check_decoder_weight(weight, f2_estimator, f2_decoder_gradient):
+def check_decoder_weight(weight, trains_f2, f2_estimator):
+  """Checks `model.f2_decoder_weight` (see "Weight of the decoder's adversarial term").
+
+  A weight other than 1 needs an explicit f2 when the objective trains an f2; objectives
+  without f2 have no such term and accept any valid weight (gin files built on
+  gin/mnist.gin switch the objective without resetting it). errors.ConfigError otherwise.
+  """
   if isinstance(weight, bool) or not (isinstance(weight, (int, float)) and 0 < weight < math.inf):
     raise errors.ConfigError(f"model.f2_decoder_weight must be a finite number > 0, got {weight!r}")
-  if weight != 1 and f2_estimator == "explicit" and f2_decoder_gradient == "exact":
+  if weight != 1 and trains_f2 and f2_estimator != "explicit":
     raise errors.ConfigError(
-      "model.f2_decoder_weight != 1 does not combine with model.f2_decoder_gradient = 'exact' "
-      "(its E2 term is derived at weight 1); use 'marginal'"
+      f"model.f2_decoder_weight = {weight} needs an explicit f2 (model.ratio_estimator / "
+      "model.f2_estimator = 'explicit'): with a joint f2 it moves the optimum off p = q; "
+      "set model.f2_decoder_weight = 1.0 for a joint f2"
     )
 
 

@@ -213,24 +213,32 @@ ROWS = {
     EXPLICIT + HYGIENE + MARGINAL + ST + ["train.adversarial_warmup_steps = 0"],
   ),
   "asvae_marginal_gan_adam": (
-    "  + generator Adam beta_1 0.5 (gin/mnist.gin before 2026-12-01)",
+    "  + generator Adam beta_1 0.5 (gin/mnist.gin until 2026-12-01)",
     "mnist.gin",
     MARGINAL_GAN_ADAM,
   ),
   "asvae_weight2": (
-    "  + decoder adversarial weight 2 (model.f2_decoder_weight)",
+    "    beta_1 0.5 row + decoder adversarial weight 2 (model.f2_decoder_weight)",
     "mnist.gin",
     _decoder_weight(2),
   ),
-  "asvae_weight3": ("  + decoder adversarial weight 3", "mnist.gin", _decoder_weight(3)),
-  "asvae_weight4": ("  + decoder adversarial weight 4", "mnist.gin", _decoder_weight(4)),
+  "asvae_weight3": (
+    "    beta_1 0.5 row + decoder adversarial weight 3 (gin/mnist.gin)",
+    "mnist.gin",
+    _decoder_weight(3),
+  ),
+  "asvae_weight4": (
+    "    beta_1 0.5 row + decoder adversarial weight 4",
+    "mnist.gin",
+    _decoder_weight(4),
+  ),
   "asvae_marginal_r1": (
-    "  + R1 gamma 1 on the residuals r1 and D",
+    "    beta_1 0.5 row + R1 gamma 1 on the residuals r1 and D",
     "mnist.gin",
     EXPLICIT + HYGIENE + MARGINAL + ST + GAN_ADAM + ["model.r1_gamma = 1.0"],
   ),
   "asvae_marginal_warmup": (
-    "  + warm-up (350 steps)",
+    "    beta_1 0.5 row + warm-up (350 steps)",
     "mnist.gin",
     EXPLICIT + HYGIENE + MARGINAL + ST + GAN_ADAM + WARMUP,
   ),

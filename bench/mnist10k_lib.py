@@ -8,9 +8,11 @@ the 2,000 test images at the best checkpoint; classifier FID / score of 10,000
 samples with the CNN of tools/train_classifier.py trained on images 0..7999.
 """
 
+import hashlib
 import json
 import math
 import os
+import re
 
 from absl import logging
 
@@ -92,12 +94,11 @@ def run(
 ):
   """Trains (or resumes) one model and evaluates its best checkpoint; the metrics dict.
 
-  A model_dir that already holds eval/metrics.json of a finished run is not rerun.
+  A model_dir that already holds eval/result.json of a finished run is not rerun. Its
+  run_request.json (the gin text with its includes, the bindings and the evaluation
+  settings) must equal this call's: a gin file or binding changed since is a ValueError,
+  not a stale result under a new label (runs made before the stamp existed are reused).
   """
-  done = os.path.join(model_dir, "eval", "result.json")
-  if os.path.isfile(done):
-    with open(done) as f:
-      return json.load(f)
   params = [
     f"evaluate.num_importance_samples = {num_importance_samples}",
     f"evaluate.num_generated = {num_generated}",
@@ -105,12 +106,44 @@ def run(
   ]
   if max_examples:
     params.append(f"evaluate.max_examples = {max_examples}")
-  metrics = experiments.train_and_evaluate(
-    os.path.join(experiments.GIN_DIR, gin_file), model_dir, bindings, params, checkpoint="best"
-  )
+  gin_path = os.path.join(experiments.GIN_DIR, gin_file)
+  request = dict(gin_file=gin_file, gin_sha256=gin_sha256(gin_path), bindings=list(bindings),
+                 params=params)  # fmt: skip
+  stamp = os.path.join(model_dir, "run_request.json")
+  if os.path.isfile(stamp):
+    with open(stamp) as f:
+      if json.load(f) != request:
+        raise ValueError(
+          f"{model_dir} was trained with another gin text, bindings or evaluation settings; "
+          "delete it (or the work dir) to rerun"
+        )
+  done = os.path.join(model_dir, "eval", "result.json")
+  if os.path.isfile(done):
+    with open(done) as f:
+      return json.load(f)
+  os.makedirs(model_dir, exist_ok=True)
+  with open(stamp, "w") as f:
+    json.dump(request, f, indent=1)
+  metrics = experiments.train_and_evaluate(gin_path, model_dir, bindings, params, checkpoint="best")
   with open(done, "w") as f:
     json.dump(metrics, f, indent=1)
   return metrics
+
+
+def gin_sha256(path):
+  """sha256 of a gin file's text followed by the texts of its includes (recursively, each
+  resolved beside the including file), so an edit of an included file changes it too."""
+  digest = hashlib.sha256()
+
+  def add(p):
+    with open(p) as f:
+      text = f.read()
+    digest.update(text.encode())
+    for name in re.findall(r"^include\s+['\"]([^'\"]+)['\"]", text, flags=re.M):
+      add(os.path.join(os.path.dirname(p), name))
+
+  add(path)
+  return digest.hexdigest()
 
 
 def mean_se(values):

@@ -38,6 +38,7 @@ JOINT = [
   "model.ratio_estimator = 'joint'",
   "model.f2_decoder_gradient = 'exact'",
   "model.generator_pass_dropout = True",
+  "model.f2_decoder_weight = 1.0",
 ]
 CONFIGS = {
   "vae": ["model.objective = 'vae'", "posterior.kind = 'gaussian'", "posterior.num_flows = 0"],

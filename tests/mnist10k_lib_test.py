@@ -27,3 +27,35 @@ def test_a_work_dir_refuses_runs_with_other_settings(tmp_path):
   lib.stamp_work_dir(str(tmp_path), {"k": 1000})  # same settings: fine
   with pytest.raises(ValueError, match="other settings"):
     lib.stamp_work_dir(str(tmp_path), {"k": 50})
+
+
+def test_gin_hash_follows_includes(tmp_path):
+  (tmp_path / "base.gin").write_text("model.latent_dim = 32\n")
+  (tmp_path / "variant.gin").write_text("include 'base.gin'\nmodel.objective = 'vae'\n")
+  before = lib.gin_sha256(str(tmp_path / "variant.gin"))
+  assert lib.gin_sha256(str(tmp_path / "variant.gin")) == before
+  (tmp_path / "base.gin").write_text("model.latent_dim = 16\n")  # only the include changes
+  assert lib.gin_sha256(str(tmp_path / "variant.gin")) != before
+
+
+def test_a_finished_run_with_another_request_is_refused(tmp_path, monkeypatch):
+  """A reused model_dir must have been trained from the same gin text and bindings."""
+  monkeypatch.setattr(lib.experiments, "GIN_DIR", str(tmp_path))
+  (tmp_path / "m.gin").write_text("model.latent_dim = 32\n")
+  model_dir = tmp_path / "run"
+  calls = []
+
+  def fake_train_and_evaluate(*a, **k):  # evaluate writes model_dir/eval/
+    calls.append(a)
+    (model_dir / "eval").mkdir()
+    return {"iwae_nll": 1.0}
+
+  monkeypatch.setattr(lib.experiments, "train_and_evaluate", fake_train_and_evaluate)
+  args = ("m.gin", str(model_dir), ["train.seed = 0"], "/clf", 10, 20)
+  assert lib.run(*args) == {"iwae_nll": 1.0} and len(calls) == 1
+  assert lib.run(*args) == {"iwae_nll": 1.0} and len(calls) == 1  # reused, not retrained
+  with pytest.raises(ValueError, match="another gin text, bindings"):
+    lib.run("m.gin", str(model_dir), ["train.seed = 1"], "/clf", 10, 20)
+  (tmp_path / "m.gin").write_text("model.latent_dim = 16\n")
+  with pytest.raises(ValueError, match="another gin text, bindings"):
+    lib.run(*args)

@@ -305,9 +305,10 @@ def test_adversarial_weight_scales_only_the_learned_terms():
     (dict(f2_decoder_weight=-2.0), "model.f2_decoder_weight"),
     (dict(f2_decoder_weight=float("inf")), "model.f2_decoder_weight"),
     (dict(f2_decoder_weight=True), "model.f2_decoder_weight"),
+    (dict(f2_decoder_weight=2.0), "f2_decoder_weight = 2.0 needs an explicit f2"),
     (
-      dict(ratio_estimator="explicit", f2_decoder_gradient="exact", f2_decoder_weight=2.0),
-      "does not combine with model.f2_decoder_gradient = 'exact'",
+      dict(ratio_estimator="explicit", f2_estimator="joint", f2_decoder_weight=3.0),
+      "needs an explicit f2",
     ),
   ],
 )
@@ -325,8 +326,8 @@ def test_f2_decoder_weight_leaves_objectives_without_f2_unchanged():
   """gin/mnist.gin sets lambda = 3; a VAE or AS-VAE-r built from it has no f2 term, and its
   loss is the one at lambda = 1."""
   x = _x()
-  for objective in ("vae", "asvae_r"):
-    kw = dict(ratio_estimator="explicit", generator_pass_dropout=False)
+  for objective, estimator in (("vae", "joint"), ("asvae_r", "explicit"), ("asvae_r", "joint")):
+    kw = dict(ratio_estimator=estimator, generator_pass_dropout=False)
     a, b = _model(objective, **kw), _model(objective, f2_decoder_weight=3.0, **kw)
     b.set_weights(a.get_weights())
     la = a.generator_loss(a.terms(x, SEED, "generator", training=False))
@@ -334,13 +335,18 @@ def test_f2_decoder_weight_leaves_objectives_without_f2_unchanged():
     np.testing.assert_array_equal(la.numpy(), lb.numpy())
 
 
-@pytest.mark.parametrize("estimator", ["explicit", "joint"])
-def test_f2_decoder_weight_scales_the_decoder_adversarial_gradient_only(estimator):
-  """model.f2_decoder_weight = lambda: the generator loss's f2 term is lambda x f2's learned
-  part at (x', z'), so (float64) the decoder's gradient of the loss is
-  grad(rest) + lambda grad(f2 at weight 1), the encoder's and the other terms are unchanged,
-  and lambda = 1 is eq. (11)."""
-  kw = dict(ratio_estimator=estimator, generator_pass_dropout=False, dtype="float64")
+@pytest.mark.parametrize("mode", ["marginal", "exact"])
+def test_f2_decoder_weight_scales_the_decoder_adversarial_gradient_only(mode):
+  """model.f2_decoder_weight = lambda: the generator loss's f2 term is lambda x (D(x') +
+  h(z')) (+ E2 in 'exact', unweighted), so (float64) the gradient of the loss w.r.t. the
+  decoder, encoder and flow is grad(loss at lambda = 1) + (lambda - 1) grad(D(x') + h(z')),
+  and the other terms are unchanged."""
+  kw = dict(
+    ratio_estimator="explicit",
+    f2_decoder_gradient=mode,
+    generator_pass_dropout=False,
+    dtype="float64",
+  )
   lam = 3.0
   base, weighted = _model("asvae", **kw), _model("asvae", f2_decoder_weight=lam, **kw)
   weighted.set_weights(base.get_weights())
@@ -349,19 +355,22 @@ def test_f2_decoder_weight_scales_the_decoder_adversarial_gradient_only(estimato
   def grads(mdl):
     with tf.GradientTape(persistent=True) as tape:
       t = mdl.terms(x, SEED, "generator", training=False)
-      loss, f2 = tf.reduce_sum(mdl.generator_loss(t)), tf.reduce_sum(t.f2_real)
-    variables = mdl.decoder.trainable_variables + mdl.encoder.trainable_variables
-    return t, [tape.gradient(v, variables) for v in (loss, f2)]
+      learned = mdl.f2_residual(t.xp, t.zp)  # D(x') + h(z') at weight 1, same x'
+      loss, dh = tf.reduce_sum(mdl.generator_loss(t)), tf.reduce_sum(learned)
+    variables = mdl.generator_variables
+    return t, learned, [tape.gradient(v, variables) for v in (loss, dh)]
 
-  t1, (g_loss1, g_f2_1) = grads(base)
-  t3, (g_loss3, g_f2_3) = grads(weighted)
-  np.testing.assert_allclose(t3.f2_real.numpy(), lam * t1.f2_real.numpy(), rtol=1e-12)
+  t1, learned1, (g_loss1, g_f2_1) = grads(base)
+  t3, _, (g_loss3, _) = grads(weighted)
+  e2 = 0.0 if t1.f2_explicit is None else t1.f2_explicit.numpy()
+  np.testing.assert_allclose(t1.f2_real.numpy(), learned1.numpy() + e2, rtol=1e-10)
+  np.testing.assert_allclose(t3.f2_real.numpy(), lam * learned1.numpy() + e2, rtol=1e-10)
   for name in ("f1_real", "log_px_given_zq", "log_q_prior"):
     np.testing.assert_array_equal(getattr(t3, name).numpy(), getattr(t1, name).numpy())
   for gl1, gf1, gl3 in zip(g_loss1, g_f2_1, g_loss3):
     gf1 = 0.0 if gf1 is None else gf1.numpy()
     np.testing.assert_allclose(gl3.numpy(), gl1.numpy() + (lam - 1.0) * gf1, rtol=1e-9, atol=1e-12)
-  assert any(g is not None and np.any(g.numpy()) for g in g_f2_1)  # f2 moves the decoder
+  assert any(g is not None and np.any(g.numpy()) for g in g_f2_1)  # D(x') moves theta
 
 
 @pytest.mark.parametrize(

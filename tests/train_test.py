@@ -354,7 +354,6 @@ def test_public_gin_names_are_bindable(binding):
 EXPLICIT_RUN = [
   "model.ratio_estimator = 'explicit'",
   "model.f2_decoder_gradient = 'exact'",
-  "model.f2_decoder_weight = 1.0",  # gin/mnist.gin's 3 is for 'marginal' only
   "model.f1_residual_inputs = 'xz'",
   "model.f2_marginal_samples = 2",
   "model.generator_pass_dropout = False",
