@@ -163,7 +163,7 @@ def r1_penalty(grad_sq_norm, gamma):
 def discriminator_loss(objective, terms, r1_gamma=0.0):
   """Sum of the objective's discriminator losses (eqs. 5/6) + R1, [b]; None for `vae`."""
   losses = []
-  if "eq5" in objective.discriminators:
+  if "eq5" in objective.discriminators and terms.f1_fake is not None:  # None: f1 learns nothing
     losses.append(discriminator_eq5(terms.f1_real, terms.f1_fake))
   if "eq6" in objective.discriminators:
     if terms.f2x_real is not None:

@@ -46,7 +46,8 @@ class ASVAE(keras.Model):
       set) f2.
     f2_estimator: None (same as ratio_estimator), "joint" or "explicit".
     f1_residual_inputs: "x" (the residual of an explicit f1 sees x only; its z input
-      is held at 0) or "xz".
+      is held at 0), "xz", or "none" (f1 = its explicit part; eq. (5) trains nothing;
+      theta, phi train exactly as with "x": `ratios`).
     f2_marginal_samples: k of the importance-sampling estimate of log p_theta(x) in
       an explicit f2's E2 (>= 1).
     generator_pass_dropout: apply the discriminators' dropout when they are
@@ -63,11 +64,8 @@ class ASVAE(keras.Model):
     f2_input_noise: sigma >= 0 of the Gaussian instance noise added to every image the
       x-marginal discriminator D of an explicit f2 sees (generated and data alike; see
       `ratios`, "Instance noise on D"). 0: none (the default).
-    f2_decoder_weight: lambda > 0 multiplying D(x') + h(z'), an explicit f2's learned part
-      at the generated pair, in the generator loss (see `ratios`, "Weight of the
-      decoder's adversarial term"); 1 is eq. (11). A config error with a joint f2;
-      objectives without f2 ("vae", "asvae_r") have no such term and ignore it, so gin
-      files built on gin/mnist.gin can switch the objective without resetting it.
+    f2_decoder_weight: lambda > 0 on D(x') + h(z') in the generator loss (explicit f2;
+      1 is eq. (11); ignored without f2): `ratios`, "Weight of the decoder's ...".
 
   The explicit parts assume the encoder and decoder are evaluated consistently: the
   shipped configs use no encoder / decoder dropout (with dropout, log q(z|x) of the
@@ -104,14 +102,8 @@ class ASVAE(keras.Model):
     self.image_shape = tuple(int(s) for s in image_shape)
     self.latent_dim = int(latent_dim)
     self.objective = losses.get_objective(objective)
-    if f2_input_noise and "eq6" not in self.objective.discriminators:
-      raise errors.ConfigError(
-        f"model.f2_input_noise = {f2_input_noise} has no effect: objective {objective!r} "
-        f"trains no f2 (use 'asvae' or 'asvae_g', or leave it at 0)"
-      )
-    ratios.check_decoder_weight(
-      f2_decoder_weight, "eq6" in self.objective.discriminators, f2_estimator
-    )
+    ratios.check_f2_use(objective, "eq6" in self.objective.discriminators, f2_estimator,
+                        f2_input_noise, f2_decoder_weight)  # fmt: skip
     self.f1_explicit = ratio_estimator == "explicit"
     self.f2_explicit = f2_estimator == "explicit"
     self.f1_residual_inputs = f1_residual_inputs
@@ -130,9 +122,15 @@ class ASVAE(keras.Model):
       self.latent_dim, name="posterior", dtype=self.dtype_policy.variable_dtype
     )
     self.decoder = decoder(output_shape=(h, w, c * self.likelihood.num_params), name="decoder")
-    self.has_discriminators = bool(self.objective.discriminators)
+    # An explicit f1 without residual ('none') is its explicit part: eq. (5) trains nothing.
+    self.learns_f1 = "eq5" in self.objective.discriminators and f1_residual_inputs != "none"
+    self.has_discriminators = self.learns_f1 or "eq6" in self.objective.discriminators
+    self.f1 = None
     if self.has_discriminators:
-      self.f1 = discriminator(name="f1")  # joint f1, or the residual of an explicit f1
+      f1 = discriminator(name="f1")  # joint f1, or the residual of an explicit f1
+      # 'none': untracked, built once for its initial draw, then dropped (see `f1_logit`)
+      object.__setattr__(self, "_f1_init_only", None if self.learns_f1 else f1)
+      self.f1 = f1 if self.learns_f1 else None
       self.f2 = discriminator(name="f2")  # joint f2, or D(x) of an explicit f2
       if self.f2_explicit:
         self.f2_z = discriminator(name="f2_z")  # h(z) of an explicit f2
@@ -147,6 +145,7 @@ class ASVAE(keras.Model):
     if self.has_discriminators:
       self.terms(x, seed, "discriminator", training=False)
     self.posterior_mean(x)
+    object.__setattr__(self, "_f1_init_only", None)  # only its initial draw mattered
 
   @property
   def generator_variables(self):
@@ -162,7 +161,9 @@ class ASVAE(keras.Model):
     """psi1 and psi2 (for an explicit f2: D and h)."""
     if not self.has_discriminators:
       return []
-    out = self.f1.trainable_variables + self.f2.trainable_variables
+    out = (self.f1.trainable_variables if self.f1 is not None else []) + (
+      self.f2.trainable_variables
+    )
     if self.f2_explicit:
       out += self.f2_z.trainable_variables
     return out
@@ -178,7 +179,7 @@ class ASVAE(keras.Model):
     if not self.has_discriminators:
       return []
     paths = []
-    if self.f1_explicit and self.f1_residual_inputs == "x":
+    if self.f1 is not None and self.f1_explicit and self.f1_residual_inputs == "x":
       paths.append(getattr(self.f1, "z_path", None))
     if self.f2_explicit:
       paths += [getattr(self.f2, "z_path", None), getattr(self.f2_z, "x_path", None)]
@@ -235,9 +236,15 @@ class ASVAE(keras.Model):
     """f1(x, z) [b]; log_q = log q_phi(z|x) [b] (used by the explicit estimator only)."""
     if not self.f1_explicit:
       return residual_weight * self.f1(x, z, seed=seed, training=training)
+    explicit = ratios.explicit_f1(log_q, prior_log_prob(z))
+    if self.f1 is None:  # f1_residual_inputs = 'none'
+      shadow = getattr(self, "_f1_init_only", None)
+      if shadow is not None and not shadow.built:
+        shadow(x, constant_row(z))  # its initial draw, as with 'x': same init for the rest
+      return explicit
     z_in = z if self.f1_residual_inputs == "xz" else constant_row(z)
     residual = self.f1(x, z_in, seed=seed, training=training)
-    return ratios.explicit_f1(log_q, prior_log_prob(z)) + residual_weight * residual
+    return explicit + residual_weight * residual
 
   def f2_residual(self, x, z, seed=None, training=False):
     """D(x) + h(z) of an explicit f2, [b]."""

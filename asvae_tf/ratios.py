@@ -27,6 +27,11 @@ f1 (eq. 5). With q(x, z) = q(x) q_phi(z|x):
         = log q_phi(z_phi|x) - log p(z_phi) - log p_theta(x|z_phi) + r1(x),
   i.e. the negative ELBO of eq. (1) plus a term constant in (theta, phi): AS-VAE-r
   with an x-only residual has EXACTLY the VAE's gradient, sample by sample.
+  `model.f1_residual_inputs = 'none'` drops r1: f1 is the explicit part alone and eq. (5)
+  trains nothing. Since an x-only r1 moves no gradient of theta or phi (and draws from its
+  own random streams), the encoder, flow and decoder train exactly as with 'x', without
+  r1's networks and without the encoder pass and flow inverse that eq. (5)'s fake pairs
+  (x'_swapped, z') cost; only the logged f1 / eq5 values differ (the ratio gap is 0).
 
 f2 (eq. 6). With p(x, z) = p(z) p_theta(x|z) and q_phi(z) = E_q(x) q_phi(z|x):
     f2*(x, z) = log p_theta(x, z) - log q(x) q_phi(z)
@@ -60,7 +65,7 @@ from asvae_tf import rng
 from asvae_tf.dists import gaussian
 
 ESTIMATORS = ("joint", "explicit")
-RESIDUAL_INPUTS = ("x", "xz")
+RESIDUAL_INPUTS = ("x", "xz", "none")
 
 # How the decoder branch of eq. (11) moves theta with an explicit f2 (gin
 # `model.f2_decoder_gradient`). With f2 = f2*, the branch's theta-gradient is
@@ -130,6 +135,11 @@ def check_settings(ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder
   ):
     if value not in choices:
       raise errors.ConfigError(f"model.{what} must be one of {choices}, got {value!r}")
+  if f1_residual_inputs == "none" and ratio_estimator != "explicit":
+    raise errors.ConfigError(
+      "model.f1_residual_inputs = 'none' needs model.ratio_estimator = 'explicit' "
+      "(f1 is then its explicit part alone)"
+    )
   samples = f2_marginal_samples
   if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
     raise errors.ConfigError(f"model.f2_marginal_samples must be an int >= 1, got {samples!r}")
@@ -151,13 +161,19 @@ def check_settings(ratio_estimator, f2_estimator, f1_residual_inputs, f2_decoder
   return f2_estimator, f2_decoder_gradient
 
 
-def check_decoder_weight(weight, trains_f2, f2_estimator):
-  """Checks `model.f2_decoder_weight` (see "Weight of the decoder's adversarial term").
+def check_f2_use(objective, trains_f2, f2_estimator, f2_input_noise, weight):
+  """Checks the f2 settings against the objective (errors.ConfigError, one line).
 
-  A weight other than 1 needs an explicit f2 when the objective trains an f2; objectives
-  without f2 have no such term and accept any valid weight (gin files built on
-  gin/mnist.gin switch the objective without resetting it). errors.ConfigError otherwise.
+  Instance noise needs an objective that trains f2. A `model.f2_decoder_weight` other
+  than 1 needs an explicit f2 when the objective trains one (see "Weight of the decoder's
+  adversarial term"); objectives without f2 have no such term and accept any valid weight
+  (gin files built on gin/mnist.gin switch the objective without resetting it).
   """
+  if f2_input_noise and not trains_f2:
+    raise errors.ConfigError(
+      f"model.f2_input_noise = {f2_input_noise} has no effect: objective {objective!r} "
+      f"trains no f2 (use 'asvae' or 'asvae_g', or leave it at 0)"
+    )
   if isinstance(weight, bool) or not (isinstance(weight, (int, float)) and 0 < weight < math.inf):
     raise errors.ConfigError(f"model.f2_decoder_weight must be a finite number > 0, got {weight!r}")
   if weight != 1 and trains_f2 and f2_estimator != "explicit":

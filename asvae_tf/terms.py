@@ -213,7 +213,7 @@ def _discriminator_ratios(mdl, t, s, use_eq5, use_eq6, training):
   """Real and fake logits of eqs. (5) and (6) (encoder/decoder outputs fixed)."""
   want_r1 = mdl.r1_gamma > 0
   r1 = []
-  if use_eq5:
+  if use_eq5 and mdl.learns_f1:  # (f1_residual_inputs 'none': nothing to train)
     x_fake, z_fake = pair_swap(t.xp), t.zp
     if mdl.f1_explicit:
       log_q_fake = tf.stop_gradient(mdl.posterior_log_prob(x_fake, z_fake))

@@ -48,6 +48,13 @@ CONFIGS = {
   # gin/mnist.gin as shipped with train.update_scheme = 'shared' (one forward pass).
   "asvae_planar80_explicit_shared": ["posterior.kind = 'planar'", "posterior.num_flows = 80",
                                      "train.update_scheme = 'shared'"],
+  # The same two without f1's residual (model.f1_residual_inputs = 'none': theta and phi
+  # train bit-identically, eq. (5) trains nothing).
+  "asvae_planar80_explicit_nor1": ["posterior.kind = 'planar'", "posterior.num_flows = 80",
+                                   "model.f1_residual_inputs = 'none'"],
+  "asvae_planar80_explicit_shared_nor1": ["posterior.kind = 'planar'", "posterior.num_flows = 80",
+                                          "train.update_scheme = 'shared'",
+                                          "model.f1_residual_inputs = 'none'"],
 }  # fmt: skip
 TARGETS = {
   "vae": 25000,
@@ -55,6 +62,8 @@ TARGETS = {
   "asvae_planar80": 3000,
   "asvae_planar80_explicit": 3000,
   "asvae_planar80_explicit_shared": 3000,
+  "asvae_planar80_explicit_nor1": 3000,
+  "asvae_planar80_explicit_shared_nor1": 3000,
 }
 
 

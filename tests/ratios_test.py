@@ -306,6 +306,7 @@ def test_adversarial_weight_scales_only_the_learned_terms():
     (dict(f2_decoder_weight=float("inf")), "model.f2_decoder_weight"),
     (dict(f2_decoder_weight=True), "model.f2_decoder_weight"),
     (dict(f2_decoder_weight=2.0), "f2_decoder_weight = 2.0 needs an explicit f2"),
+    (dict(f1_residual_inputs="none"), "'none' needs model.ratio_estimator = 'explicit'"),
     (
       dict(ratio_estimator="explicit", f2_estimator="joint", f2_decoder_weight=3.0),
       "needs an explicit f2",

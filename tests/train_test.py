@@ -140,7 +140,8 @@ def test_flow_xla_resumes_bit_identically_and_matches_plain_tf(tmp_path):
 
 
 def test_fast_gin_file_trains_with_its_speed_settings(tmp_path):
-  # gin/mnist_fast.gin: gin/mnist.gin + 'shared' updates, bfloat16 networks, XLA flow loops.
+  # gin/mnist_fast.gin: gin/mnist.gin + 'shared' updates, bfloat16 networks, XLA flow loops,
+  # f1 without residual.
   fast_gin = os.path.join(ROOT, "gin", "mnist_fast.gin")
   result = _train(
     tmp_path, ["train.strategy = 'default'", "train.export_saved_model = True"], fast_gin
@@ -152,8 +153,10 @@ def test_fast_gin_file_trains_with_its_speed_settings(tmp_path):
     "train.update_scheme = 'shared'",
     "train.dtype_policy = 'mixed_bfloat16'",
     "train.jit_compile = 'flow'",
+    "model.f1_residual_inputs = 'none'",
   ):
     assert binding in operative, binding
+  assert "discriminator/eq5_accuracy" not in result["train"]  # no f1 network to train
   # The export (which builds its model from the checkpoint: flow loops in plain TF) serves.
   served = asvae_tf.load_saved_model(tmp_path / "saved_model")
   x = served.sample(3, seed=0)
@@ -337,6 +340,7 @@ def test_every_gin_file_parses_and_builds(gin_file):
     "train.early_stopping_metric = 'elbo'",
     "model.f2_decoder_gradient = 'marginal'",
     "model.f2_decoder_weight = 2.0",
+    "model.f1_residual_inputs = 'none'",
   ],
 )
 def test_public_gin_names_are_bindable(binding):
@@ -428,3 +432,68 @@ def test_adversarial_warmup_weight_ramps_to_one():
 def test_bad_estimator_config_is_a_config_error(tmp_path, binding, needle):
   with pytest.raises(config.ConfigError, match=needle):
     _train(tmp_path, ["train.strategy = 'default'", binding])
+
+
+FAST = ["train.dtype_policy = 'mixed_bfloat16'", "train.jit_compile = 'flow'"]
+
+
+@pytest.mark.parametrize(
+  "scheme,extra",
+  [("alternating", []), ("shared", []), ("shared", FAST)],
+  ids=["alt", "shared", "fast"],
+)
+def test_f1_without_residual_trains_theta_phi_exactly_as_an_x_only_residual(
+  tmp_path, scheme, extra
+):
+  """model.f1_residual_inputs = 'none' (f1 = its explicit part; eq. (5) trains nothing):
+  an x-only residual moves no gradient of theta or phi and draws from its own random
+  streams, so the encoder, flow, decoder and f2 (D, h) weights after 3 steps equal the
+  'x' run's bit for bit, while the model holds no f1 network and logs no eq5 values."""
+  common = [
+    "train.strategy = 'default'",
+    "train.num_steps = 3",
+    f"train.update_scheme = '{scheme}'",
+  ] + extra  # "fast": gin/mnist_fast.gin's settings
+  with_r1 = _train(tmp_path / "x", common + ["model.f1_residual_inputs = 'x'"])
+  without = _train(tmp_path / "none", common + ["model.f1_residual_inputs = 'none'"])
+  a, b = _weights(tmp_path / "x"), _weights(tmp_path / "none")
+
+  def listed(weights, opt):  # the optimizer's variable list, in order
+    pre = f"{opt}_optimizer/_trainable_variables/"
+    n = len([k for k in weights if k.startswith(pre)])
+    return [weights[f"{pre}{i}/.ATTRIBUTES/VARIABLE_VALUE"] for i in range(n)]
+
+  gen_a, gen_b = listed(a, "generator"), listed(b, "generator")
+  assert len(gen_a) == len(gen_b) > 0
+  for i, (u, v) in enumerate(zip(gen_a, gen_b)):
+    np.testing.assert_array_equal(u, v, err_msg=f"generator variable {i}")
+  # psi: f1's variables come first; 'none' holds only f2's D and h, equal to the 'x' run's.
+  disc_a, disc_b = listed(a, "discriminator"), listed(b, "discriminator")
+  assert 0 < len(disc_b) < len(disc_a)
+  for i, (u, v) in enumerate(zip(disc_a[len(disc_a) - len(disc_b) :], disc_b)):
+    np.testing.assert_array_equal(u, v, err_msg=f"f2 variable {i}")
+  assert "discriminator/eq5_accuracy" in with_r1["train"]
+  assert "discriminator/eq5_accuracy" not in without["train"]
+  # Its checkpoints hold no f1 network: switching a model_dir either way is refused.
+  more = [b for b in common if "num_steps" not in b] + ["train.num_steps = 4"]
+  for run, other in (("x", "none"), ("none", "x")):
+    with pytest.raises(config.ConfigError, match="f1_residual_inputs"):
+      _train(tmp_path / run, more + [f"model.f1_residual_inputs = '{other}'"])
+  assert without["train"]["ratio/gap"] == 0.0  # f1 = the exact KL term
+
+
+@pytest.mark.parametrize("scheme", ["alternating", "shared"])
+def test_asvae_r_without_residual_has_no_discriminator_and_trains(tmp_path, scheme):
+  """AS-VAE-r with f1 = its explicit part trains no discriminator at all."""
+  result = _train(
+    tmp_path,
+    [
+      "model.objective = 'asvae_r'",
+      "model.f1_residual_inputs = 'none'",
+      "train.strategy = 'default'",
+      f"train.update_scheme = '{scheme}'",
+    ],
+  )
+  assert result["step"] == 2 and "loss/discriminator" not in result["train"]
+  assert result["train"]["ratio/gap"] == 0.0
+  assert not any("discriminator_optimizer/_trainable" in k for k in _weights(tmp_path))

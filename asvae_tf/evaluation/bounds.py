@@ -75,7 +75,7 @@ def ratio_diagnostics(mdl, images, seed, batch_size=100):
     (ratio_f1_mean - kl_exact: 0 for an f1 that charges the KL in full, up to the
     x-only term log q(x) - log p_theta(x) of f1*). Python floats.
   """
-  has_f1 = mdl.has_discriminators and "eq5" in mdl.objective.discriminators
+  has_f1 = "eq5" in mdl.objective.discriminators and (mdl.f1 is not None or mdl.f1_explicit)
 
   def batch(x, s):
     z, log_q = mdl.encode(x, s)

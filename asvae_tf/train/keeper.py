@@ -150,3 +150,16 @@ def check_same_early_stopping_metric(model_dir, metric):
       f"{metric!r} would compare its best value in other units: keep {previous!r} or train "
       f"into a new --model_dir"
     )
+
+
+def check_same_f1_network(model_dir, f1_residual_inputs):
+  """model.f1_residual_inputs = 'none' holds no f1 network (and the discriminator optimizer
+  no state for it), so its checkpoints and the other settings' do not map onto each other.
+  ConfigError if model_dir/operative_config.gin switches between 'none' and the others."""
+  previous = gin_config.operative_value(model_dir, "model.f1_residual_inputs", "x")
+  if (previous == "none") != (f1_residual_inputs == "none"):
+    raise ConfigError(
+      f"{model_dir} was trained with model.f1_residual_inputs={previous!r}; resuming with "
+      f"{f1_residual_inputs!r} would add or drop the f1 network its checkpoints hold: keep "
+      f"{previous!r} or train into a new --model_dir"
+    )

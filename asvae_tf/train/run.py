@@ -216,6 +216,7 @@ def _resume(model_dir, trainer, ckpt, early_stopping_metric, rollback_lr_factor,
   latest = None
   if checkpoints.recorded(os.path.join(model_dir, "checkpoints")):  # even if damaged
     keeper_lib.check_same_early_stopping_metric(model_dir, early_stopping_metric)
+    keeper_lib.check_same_f1_network(model_dir, trainer.model.f1_residual_inputs)
     latest = keeper_lib.restore_latest_intact(ckpt, model_dir, trainer, set_aside)
     controller_lib.set_learning_rates(trainer, configured_rates, rollback_lr_factor)
     logging.info("resumed from %s at step %d", latest, int(trainer.step.numpy()))
