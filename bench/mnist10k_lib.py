@@ -72,15 +72,22 @@ def stamp_work_dir(work_dir, settings):
   """Refuses to mix runs: work_dir/settings.json must equal `settings` (written if new)."""
   os.makedirs(work_dir, exist_ok=True)
   stamp = os.path.join(work_dir, "settings.json")
-  if os.path.isfile(stamp):
-    with open(stamp) as f:
-      if json.load(f) != settings:
-        raise ValueError(
-          f"{work_dir} holds runs made with other settings; delete it or pass another --work_dir"
-        )
-  else:
+  _check_stamp(
+    stamp,
+    settings,
+    f"{work_dir} holds runs made with other settings; delete it or pass another --work_dir",
+  )
+  if not os.path.isfile(stamp):
     with open(stamp, "w") as f:
       json.dump(settings, f, indent=1)
+
+
+def _check_stamp(path, expected, message):
+  """ValueError(message) if the JSON file at path exists and differs from expected."""
+  if os.path.isfile(path):
+    with open(path) as f:
+      if json.load(f) != expected:
+        raise ValueError(message)
 
 
 def run(
@@ -110,13 +117,12 @@ def run(
   request = dict(gin_file=gin_file, gin_sha256=gin_sha256(gin_path), bindings=list(bindings),
                  params=params)  # fmt: skip
   stamp = os.path.join(model_dir, "run_request.json")
-  if os.path.isfile(stamp):
-    with open(stamp) as f:
-      if json.load(f) != request:
-        raise ValueError(
-          f"{model_dir} was trained with another gin text, bindings or evaluation settings; "
-          "delete it (or the work dir) to rerun"
-        )
+  _check_stamp(
+    stamp,
+    request,
+    f"{model_dir} was trained with another gin text, bindings or evaluation settings; "
+    "delete it (or the work dir) to rerun",
+  )
   done = os.path.join(model_dir, "eval", "result.json")
   if os.path.isfile(done):
     with open(done) as f:
