@@ -131,7 +131,7 @@ def compute_shared(mdl, x, seed, training=True, adversarial_weight=1.0):
   sg = tf.stop_gradient
   d = Terms(x=x, zq=sg(zq), log_qzq=sg(log_qzq), log_pzq=sg(t.log_pzq), zp=t.zp, xp=sg(t.xp))
   s_d = tf.concat([s[:6], tf.stack([rng.fold_in(s[6], 8), rng.fold_in(s[7], 8)])], 0)
-  _discriminator_ratios(mdl, d, s_d, use_eq5, use_eq6, training)
+  _discriminator_ratios(mdl, d, s_d, use_eq5, use_eq6, training, stacked=True)
   return t, d
 
 
@@ -209,34 +209,56 @@ def _generator_ratios(mdl, t, s, use_eq5, use_eq6, d_training, weight, params_p)
       t.f2_real = weight * mdl.f2(t.xp, t.zp, seed=s[7], training=d_training)
 
 
-def _discriminator_ratios(mdl, t, s, use_eq5, use_eq6, training):
-  """Real and fake logits of eqs. (5) and (6) (encoder/decoder outputs fixed)."""
+def _two_calls(net_fn, first, second, seeds, r1_on, stacked):
+  """net_fn on two input lists of the same batch b: ([b], [b], R1 norms [b] of the inputs
+  at index r1_on (0 or 1), or None when r1_on is None).
+
+  net_fn(*inputs, seed=...) must be per-example (no batch statistics). stacked: ONE call on
+  the inputs concatenated along the batch (`compute_shared`: bigger matmuls, one weight
+  cast per network under a mixed policy), with seeds[0]'s dropout masks for both halves;
+  otherwise two calls with seeds[0] and seeds[1] (the alternating scheme's draws).
+  """
+  if stacked:
+    both = [tf.concat([a, b], 0) for a, b in zip(first, second)]
+    out, sq = _with_r1(lambda *a: net_fn(*a, seed=seeds[0]), both, r1_on is not None)
+    out_a, out_b = tf.split(out, 2)
+    return out_a, out_b, None if sq is None else tf.split(sq, 2)[r1_on]
+  outs, sq = [], None
+  for i, inputs in enumerate((first, second)):
+    out, sq_i = _with_r1(lambda *a, i=i: net_fn(*a, seed=seeds[i]), inputs, r1_on == i)
+    outs.append(out)
+    sq = sq_i if r1_on == i else sq
+  return outs[0], outs[1], sq
+
+
+def _discriminator_ratios(mdl, t, s, use_eq5, use_eq6, training, stacked=False):
+  """Real and fake logits of eqs. (5) and (6) (encoder/decoder outputs fixed); stacked:
+  each network sees its two inputs in one call (`_two_calls`)."""
   want_r1 = mdl.r1_gamma > 0
+  r1_on = 0 if want_r1 else None
   r1 = []
   if use_eq5 and mdl.learns_f1:  # (f1_residual_inputs 'none': nothing to train)
     x_fake, z_fake = pair_swap(t.xp), t.zp
+    seeds = (s[6], rng.fold_in(s[6], 1))
     if mdl.f1_explicit:
       log_q_fake = tf.stop_gradient(mdl.posterior_log_prob(x_fake, z_fake))
-      residual_z = mdl.f1_residual_inputs == "xz"
-      real_inputs = [t.x, t.zq] if residual_z else [t.x]
+      if mdl.f1_residual_inputs == "xz":
+        real, fake = [t.x, t.zq], [x_fake, z_fake]
+      else:  # x-only residual: z held at 0
+        real, fake = [t.x], [x_fake]
 
-      def residual(x_in, z_in=None):
+      def residual(x_in, z_in=None, seed=None):
         z_in = constant_row(t.zq) if z_in is None else z_in
-        return mdl.f1(x_in, z_in, seed=s[6], training=training)
+        return mdl.f1(x_in, z_in, seed=seed, training=training)
 
-      res_real, sq = _with_r1(residual, real_inputs, want_r1)
+      res_real, res_fake, sq = _two_calls(residual, real, fake, seeds, r1_on, stacked)
       t.f1_real = ratios.explicit_f1(t.log_qzq, t.log_pzq) + res_real
-      t.f1_fake = ratios.explicit_f1(log_q_fake, ratios.prior_log_prob(z_fake)) + mdl.f1(
-        x_fake,
-        z_fake if residual_z else constant_row(z_fake),
-        seed=rng.fold_in(s[6], 1),
-        training=training,
-      )
+      t.f1_fake = ratios.explicit_f1(log_q_fake, ratios.prior_log_prob(z_fake)) + res_fake
     else:
-      t.f1_real, sq = _with_r1(
-        lambda a, c: mdl.f1(a, c, seed=s[6], training=training), [t.x, t.zq], want_r1
-      )
-      t.f1_fake = mdl.f1(x_fake, z_fake, seed=rng.fold_in(s[6], 1), training=training)
+      t.f1_real, t.f1_fake, sq = _two_calls(
+        lambda a, c, seed: mdl.f1(a, c, seed=seed, training=training),
+        [t.x, t.zq], [x_fake, z_fake], seeds, r1_on, stacked,
+      )  # fmt: skip
     r1.append(sq)
   if use_eq6:
     if mdl.f2_explicit:
@@ -246,20 +268,20 @@ def _discriminator_ratios(mdl, t, s, use_eq5, use_eq6, training):
       sigma = mdl.f2_input_noise  # instance noise (ratios, "Instance noise on D")
       x_gen = ratios.noisy_input(t.xp, sigma, rng.fold_in(s[7], 11))
       x_data = ratios.noisy_input(t.x, sigma, rng.fold_in(s[7], 12))
-      t.f2x_real = mdl.f2(x_gen, zeros_z, seed=s[7], training=training)
-      t.f2x_fake, sq = _with_r1(
-        lambda a: mdl.f2(a, zeros_z, seed=rng.fold_in(s[7], 1), training=training),
-        [x_data],
-        want_r1,
-      )
+      t.f2x_real, t.f2x_fake, sq = _two_calls(
+        lambda a, seed: mdl.f2(a, zeros_z, seed=seed, training=training),
+        [x_gen], [x_data], (s[7], rng.fold_in(s[7], 1)), None if r1_on is None else 1, stacked,
+      )  # fmt: skip
       zeros_x = constant_row(t.x)
-      t.f2z_real = mdl.f2_z(zeros_x, t.zp, seed=rng.fold_in(s[7], 2), training=training)
-      t.f2z_fake = mdl.f2_z(zeros_x, pair_swap(t.zq), seed=rng.fold_in(s[7], 3), training=training)
+      t.f2z_real, t.f2z_fake, _ = _two_calls(
+        lambda c, seed: mdl.f2_z(zeros_x, c, seed=seed, training=training),
+        [t.zp], [pair_swap(t.zq)], (rng.fold_in(s[7], 2), rng.fold_in(s[7], 3)), None, stacked,
+      )  # fmt: skip
     else:
-      t.f2_real, sq = _with_r1(
-        lambda a, c: mdl.f2(a, c, seed=s[7], training=training), [t.xp, t.zp], want_r1
-      )
-      t.f2_fake = mdl.f2(t.x, pair_swap(t.zq), seed=rng.fold_in(s[7], 1), training=training)
+      t.f2_real, t.f2_fake, sq = _two_calls(
+        lambda a, c, seed: mdl.f2(a, c, seed=seed, training=training),
+        [t.xp, t.zp], [t.x, pair_swap(t.zq)], (s[7], rng.fold_in(s[7], 1)), r1_on, stacked,
+      )  # fmt: skip
     r1.append(sq)
   if want_r1:
     t.r1 = tf.add_n(r1)

@@ -3,8 +3,25 @@
 import statistics
 import time
 
+from absl import flags
 import numpy as np
 import tensorflow as tf
+
+from asvae_tf.train import threads
+
+
+def define_thread_flags():
+  """--intra_op_threads / --inter_op_threads: train.intra_op_threads / inter_op_threads of
+  the timed process (asvae_tf/train/threads.py)."""
+  flags.DEFINE_integer("intra_op_threads", None, "TensorFlow intra-op threads (None: its choice).")
+  flags.DEFINE_integer("inter_op_threads", None, "TensorFlow inter-op threads (None: its choice).")
+
+
+def apply_thread_flags():
+  """Applies the thread flags (call first in main, before any TensorFlow op); their label."""
+  intra, inter = flags.FLAGS.intra_op_threads, flags.FLAGS.inter_op_threads
+  threads.apply(intra, inter)
+  return f"TF threads: intra-op {intra or 'default'}, inter-op {inter or 'default'}"
 
 
 def windows(fn, iters, repeats):

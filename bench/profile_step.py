@@ -28,6 +28,7 @@ import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from asvae_tf import data
+from bench import bench_lib
 from bench import train_speed
 
 flags.DEFINE_string("mnist_dir", train_speed.MNIST_DIR, "Directory with the MNIST IDX files.")
@@ -36,8 +37,12 @@ flags.DEFINE_integer("steps", 20, "Profiled training steps.")
 flags.DEFINE_integer("batch_size", 100, "Global batch size.")
 flags.DEFINE_integer("top", 25, "Ops listed per config.")
 flags.DEFINE_enum("jit", "0", ["0", "1", "flow"], "train.jit_compile: 0, 1 or flow.")
+flags.DEFINE_enum(
+  "dtype_policy", "float32", ["float32", "mixed_bfloat16", "mixed_float16"], "train.dtype_policy."
+)
 flags.DEFINE_string("out", os.path.join(ROOT, "bench", "results", "profile.md"), "Output file.")
 flags.DEFINE_bool("quick", False, "2 profiled steps, output to a temporary dir.")
+bench_lib.define_thread_flags()
 FLAGS = flags.FLAGS
 
 
@@ -71,10 +76,10 @@ def _close(entry, out):
   out[op_type][1] += 1
 
 
-def profile_config(name, splits, steps, batch_size, jit):
+def profile_config(name, splits, steps, batch_size, jit, dtype_policy="float32"):
   """(rows sorted by self time, total self us, wall seconds) of `steps` steps of `name`."""
   trainer, strategy = train_speed.make_trainer(
-    name, "default", train_speed.JIT_SETTINGS[jit], splits, batch_size
+    name, "default", train_speed.JIT_SETTINGS[jit], splits, batch_size, dtype_policy
   )
   dist = strategy.distribute_datasets_from_function(
     lambda ctx: data.train_dataset(splits.train, batch_size, 0, True, input_context=ctx)
@@ -115,16 +120,20 @@ def main(_):
     ]
     if flowless:
       raise app.UsageError(f"--jit=flow needs a planar posterior; not in {flowless}")
+  thread_label = bench_lib.apply_thread_flags()
   steps = 2 if FLAGS.quick else FLAGS.steps
   out = os.path.join(tempfile.mkdtemp(), "profile.md") if FLAGS.quick else FLAGS.out
   splits = data.load_splits(name="mnist", local_dir=FLAGS.mnist_dir)
   parts = [
     "# Top ops by self time (TF profiler)\n",
     f"`{' '.join(sys.argv)}`; batch {FLAGS.batch_size}, strategy default, XLA "
-    f"{train_speed.JIT_LABELS[FLAGS.jit]}, {os.cpu_count()} CPU cores.\n",
+    f"{train_speed.JIT_LABELS[FLAGS.jit]}, {FLAGS.dtype_policy}, {thread_label}, "
+    f"{os.cpu_count()} CPU cores.\n",
   ]
   for name in FLAGS.configs:
-    rows, total = profile_config(name, splits, steps, FLAGS.batch_size, FLAGS.jit)
+    rows, total = profile_config(
+      name, splits, steps, FLAGS.batch_size, FLAGS.jit, FLAGS.dtype_policy
+    )
     text = render(name, rows, total, steps, FLAGS.top)
     print(text, flush=True)
     parts.append(text)

@@ -85,6 +85,7 @@ flags.DEFINE_string(
   "Output path prefix (.md and .json are appended); default "
   "bench/results/throughput, or a temporary dir with --quick.",
 )
+bench_lib.define_thread_flags()
 FLAGS = flags.FLAGS
 
 SAMPLE_TARGET = 150000  # img/s, `sample` at batch 1000 (export issue)
@@ -400,6 +401,7 @@ def make_row(key, label, rates, mflop, target, matmul_ref, **extra):
 
 
 def main(_):
+  thread_label = bench_lib.apply_thread_flags()
   if FLAGS.quick:
     windows, steps, sample_iters, matmul_reps = 2, 2, 2, 2
   else:
@@ -529,7 +531,8 @@ def main(_):
     + ("; **--quick: timings are meaningless**" if FLAGS.quick else "")
     + ".",
     f"Training: real MNIST ({len(splits.train):,} training images), batch {FLAGS.batch_size}, "
-    f"strategy {FLAGS.strategy}, XLA {'on' if FLAGS.jit else 'off'}, gin/mnist.gin MLPs; "
+    f"strategy {FLAGS.strategy}, XLA {'on' if FLAGS.jit else 'off'}, {thread_label}, "
+    f"gin/mnist.gin MLPs; "
     f"one step = 1 discriminator + 1 generator update (the VAE: generator only). "
     f"`sample`: the gin/mnist.gin model exported and loaded with tf.saved_model.load.",
     f"img/s: median of {windows} timed windows ({steps} steps / {sample_iters} `sample` "
@@ -580,6 +583,8 @@ def main(_):
           "batch_size": FLAGS.batch_size,
           "strategy": FLAGS.strategy,
           "jit": FLAGS.jit,
+          "intra_op_threads": FLAGS.intra_op_threads,
+          "inter_op_threads": FLAGS.inter_op_threads,
           "sample_batch": FLAGS.sample_batch,
           "sample_iters": sample_iters,
           "matmul_reps": matmul_reps,

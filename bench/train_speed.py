@@ -81,6 +81,7 @@ def define_flags():
   flags.DEFINE_integer("windows", 5, "Timed windows (median reported).")
   flags.DEFINE_integer("batch_size", 100, "Global batch size.")
   flags.DEFINE_list("dtype_policies", ["float32"], "train.dtype_policy values to time.")
+  bench_lib.define_thread_flags()
   flags.DEFINE_bool(
     "interleave", False, "Build and warm up every row first, then time windows round-robin."
   )
@@ -144,6 +145,7 @@ def time_config(name, strategy_name, jit, splits, batch_size=100, steps=50, wind
 
 
 def main(_):
+  thread_label = bench_lib.apply_thread_flags()
   splits = data.load_splits(name="mnist", local_dir=FLAGS.mnist_dir)
   print(f"data: {splits.note}")
   print(
@@ -151,7 +153,7 @@ def main(_):
     f"{bench_lib.matmul_gflops():.0f} GFLOP/s (median of 5)"
   )
   print(
-    f"batch {FLAGS.batch_size}; img/s = median over {FLAGS.windows} windows of "
+    f"{thread_label}; batch {FLAGS.batch_size}; img/s = median over {FLAGS.windows} windows of "
     f"{FLAGS.steps} steps (min-max shows the noise)\n"
   )
   header = (

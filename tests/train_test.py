@@ -270,9 +270,12 @@ def test_resume_in_new_process_is_bit_identical(tmp_path):
     result["train"]
   )
   _train(resumed, resume_cfg + ["train.num_steps = 2"])
-  r = _cli(_cli_args(resumed, 4) + [f"--gin_param={shared}"])
+  # The new process also sizes TensorFlow's thread pools otherwise (train.intra_op_threads,
+  # train.inter_op_threads): they change speed, not numbers (asvae_tf/train/threads.py).
+  threads = ["train.intra_op_threads = 1", "train.inter_op_threads = 3"]
+  r = _cli(_cli_args(resumed, 4) + [f"--gin_param={b}" for b in [shared] + threads])
   assert r.returncode == 0, r.stderr[-3000:]
-  assert "resumed from" in r.stderr
+  assert "resumed from" in r.stderr and "threads: intra-op 1, inter-op 3" in r.stderr
   a, b = _weights(straight), _weights(resumed)
   assert a.keys() == b.keys()
   for k in a:
@@ -341,6 +344,8 @@ def test_every_gin_file_parses_and_builds(gin_file):
     "model.f2_decoder_gradient = 'marginal'",
     "model.f2_decoder_weight = 2.0",
     "model.f1_residual_inputs = 'none'",
+    "train.intra_op_threads = 1",
+    "train.inter_op_threads = 2",
   ],
 )
 def test_public_gin_names_are_bindable(binding):

@@ -6,6 +6,7 @@ and replica-invariant (`rng.dropout`): pass `seed` (int32 [2]) and `training=Tru
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from asvae_tf import rng
@@ -98,11 +99,21 @@ def _first_layer_broadcast(layer, row, batch_size):
   if isinstance(layer, keras.layers.Dense) and layer.activation in (None, keras.activations.linear):
     if not layer.built:
       layer.build(row.shape)
-    kernel = tf.cast(layer.kernel, layer.compute_dtype)
-    product = tf.matmul(tf.cast(row, layer.compute_dtype), kernel)  # [1, units]
+    if _is_zero_constant(row):  # `constant_row`: 0 @ kernel is exactly 0 (+0): no cast, no
+      # matmul and no gradient for the kernel (model.idle_variables), bit-identically
+      product = tf.zeros([1, layer.units], layer.compute_dtype)
+    else:
+      kernel = tf.cast(layer.kernel, layer.compute_dtype)
+      product = tf.matmul(tf.cast(row, layer.compute_dtype), kernel)  # [1, units]
     h = tf.broadcast_to(product, tf.concat([[batch_size], tf.shape(product)[1:]], 0))
     return tf.nn.bias_add(h, tf.cast(layer.bias, layer.compute_dtype)) if layer.use_bias else h
   return layer(tf.broadcast_to(row, tf.concat([[batch_size], tf.shape(row)[1:]], 0)))
+
+
+def _is_zero_constant(row):
+  """True when row's value is known while tracing and is all zeros (`constant_row`)."""
+  value = tf.get_static_value(row)
+  return value is not None and not np.any(value)
 
 
 def constant_row(t):

@@ -23,6 +23,7 @@ from asvae_tf.train import preemption
 from asvae_tf.train import strategy as strategy_lib
 from asvae_tf.train.hooks import NO_HOOKS
 from asvae_tf.train import step_options
+from asvae_tf.train import threads
 from asvae_tf.train.trainer import Trainer
 
 
@@ -61,8 +62,8 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
           early_stopping_metric="recon", adversarial_warmup_steps=0, keep_checkpoints=3,
           max_bad_steps=10, max_rollbacks=3, rollback_lr_factor=0.5,
           per_replica_batch_size=None, deterministic=False, update_scheme="alternating",
-          export_saved_model=True,
-          dtype_policy="float32", hooks=NO_HOOKS):  # fmt: skip
+          export_saved_model=True, dtype_policy="float32", intra_op_threads=None,
+          inter_op_threads=None, hooks=NO_HOOKS):  # fmt: skip
   """Trains the gin-configured model on the gin-configured dataset.
 
   Args:
@@ -104,6 +105,9 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
       what the encoder, decoder and discriminators compute in; variables, the posterior
       and flows, likelihoods and losses stay float32 (precision.py). Set while
       the model is built, then the previous Keras global policy is restored.
+    intra_op_threads, inter_op_threads: sizes of TensorFlow's CPU thread pools (None:
+      TensorFlow's choice), set before anything else; they change speed, not numbers
+      (threads.py; gin/mnist_fast.gin sets intra_op_threads = 1).
     hooks: a `hooks.Hooks` (test harnesses; not gin-configurable). Default: none.
   On SIGTERM / SIGINT (main thread) the step in flight completes, a checkpoint is saved,
   summaries are flushed and errors.Preempted is raised (CLI exit code 75); rerun to resume.
@@ -121,6 +125,7 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   """
   check_settings(num_steps, batch_size, seed, max_bad_steps, max_rollbacks, rollback_lr_factor,
                  early_stopping_metric, adversarial_warmup_steps, keep_checkpoints)  # fmt: skip
+  threads.apply(intra_op_threads, inter_op_threads)  # before TensorFlow's runtime starts
   _set_determinism(deterministic)
   if not isinstance(export_saved_model, bool):
     raise ConfigError(f"train.export_saved_model must be True or False, got {export_saved_model!r}")

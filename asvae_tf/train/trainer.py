@@ -89,6 +89,16 @@ class Trainer:
       # mixed_float16's dynamic loss scales (precision.py; checkpointed, inert otherwise).
       self.loss_scales = precision.loss_scales(mdl)
     self._make_stop_flags(strategy)
+    # What each update differentiates and applies: all of the optimizer's variables but
+    # model.idle_variables, whose gradient is exactly 0 (their input is held at 0), so
+    # Adam would leave them and their moments unchanged anyway; skipping them is
+    # bit-identical and saves their gradients and Adam updates. The optimizers are built
+    # on all variables, so checkpoints keep every slot.
+    idle = {id(v) for v in mdl.idle_variables}
+    self._update_variables = {
+      "generator": mdl.generator_variables,
+      "discriminator": [v for v in mdl.discriminator_variables if id(v) not in idle],
+    }
 
     # Each per-replica gradient function is a tf.function of its own (XLA-compiled with
     # jit_compile) so it is traced once and reused: the loop calls the step twice (before
@@ -164,7 +174,7 @@ class Trainer:
 
   def _make_grad_fn(self, mode):
     mdl, gbs = self.model, self.global_batch_size
-    variables = mdl.generator_variables if mode == "generator" else mdl.discriminator_variables
+    variables = self._update_variables[mode]
     scaler = self.loss_scales[mode]  # a no-op unless mixed_float16
 
     def grad_fn(x, seed, adversarial_weight, loss_scale=None):
@@ -202,10 +212,8 @@ class Trainer:
             losses[mode] = losses[mode] * loss_scale
         scaled = {m: self.loss_scales[m].scale_loss(loss) for m, loss in losses.items()}
       out = {}
-      for mode, terms, variables in (
-        ("discriminator", d_terms, mdl.discriminator_variables),
-        ("generator", g_terms, mdl.generator_variables),
-      ):
+      for mode, terms in (("discriminator", d_terms), ("generator", g_terms)):
+        variables = self._update_variables[mode]
         scaler = self.loss_scales[mode]  # a no-op unless mixed_float16
         grads = scaler.unscale(tape.gradient(scaled[mode], variables))
         total = losses[mode] + tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
@@ -265,13 +273,13 @@ class Trainer:
         x, rng.update_seed(seed, "discriminator", k), weight, loss_scale
       )
       ok = tf.logical_and(
-        ok, self._guarded_apply(self.d_opt, grads, self.model.discriminator_variables, finite)
+        ok, self._guarded_apply(self.d_opt, grads, self._update_variables["discriminator"], finite)
       )
     grads, g_metrics, finite = self._grad_fns["generator"](
       x, rng.update_seed(seed, "generator"), weight, loss_scale
     )
     ok = tf.logical_and(
-      ok, self._guarded_apply(self.g_opt, grads, self.model.generator_variables, finite)
+      ok, self._guarded_apply(self.g_opt, grads, self._update_variables["generator"], finite)
     )
     metrics.update(g_metrics)
     return metrics, ok
@@ -279,12 +287,9 @@ class Trainer:
   def _shared_replica_step(self, x, seed, weight, loss_scale):
     out = self._shared_grad_fn(x, rng.update_seed(seed, "generator"), weight, loss_scale)
     metrics, ok = {}, tf.constant(True)
-    for mode, opt, variables in (
-      ("discriminator", self.d_opt, self.model.discriminator_variables),
-      ("generator", self.g_opt, self.model.generator_variables),
-    ):
+    for mode, opt in (("discriminator", self.d_opt), ("generator", self.g_opt)):
       grads, mode_metrics, finite = out[mode]
-      ok = tf.logical_and(ok, self._guarded_apply(opt, grads, variables, finite))
+      ok = tf.logical_and(ok, self._guarded_apply(opt, grads, self._update_variables[mode], finite))
       metrics.update(mode_metrics)
     return metrics, ok
 
