@@ -20,7 +20,8 @@ def define_thread_flags():
 def apply_thread_flags():
   """Applies the thread flags (call first in main, before any TensorFlow op); their label."""
   intra, inter = flags.FLAGS.intra_op_threads, flags.FLAGS.inter_op_threads
-  threads.apply(intra, inter)
+  if threads.apply(intra, inter):  # a timing must run with the sizes its table names
+    raise RuntimeError("the thread flags must be applied before any TensorFlow op")
   return f"TF threads: intra-op {intra or 'default'}, inter-op {inter or 'default'}"
 
 

@@ -154,6 +154,7 @@ def test_fast_gin_file_trains_with_its_speed_settings(tmp_path):
     "train.dtype_policy = 'mixed_bfloat16'",
     "train.jit_compile = 'flow'",
     "model.f1_residual_inputs = 'none'",
+    "train.intra_op_threads = 1",  # (not applied in this test process: a warning)
   ):
     assert binding in operative, binding
   assert "discriminator/eq5_accuracy" not in result["train"]  # no f1 network to train

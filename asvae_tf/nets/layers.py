@@ -116,6 +116,15 @@ def _is_zero_constant(row):
   return value is not None and not np.any(value)
 
 
+def flatten_rows(x):
+  """x [n, ...] -> [n, prod(...)]. A zero `constant_row` stays a constant (a reshape would
+  hide its value from `_first_layer_broadcast`, which then skips its 0 @ kernel)."""
+  size = int(np.prod(x.shape[1:]))
+  if x.shape[0] == 1 and _is_zero_constant(x):
+    return tf.zeros([1, size], x.dtype)
+  return tf.reshape(x, [tf.shape(x)[0], size])
+
+
 def constant_row(t):
   """An all-zero input of ONE row like t's rows: [1, ...] of t's dtype. Networks that
   take two inputs (the joint discriminators) broadcast a one-row input to the other

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from asvae_tf import gin_config
 from asvae_tf import rng
-from asvae_tf.nets.layers import _XAVIER, Network, _DenseStack, broadcast_batches
+from asvae_tf.nets.layers import _XAVIER, Network, _DenseStack, broadcast_batches, flatten_rows
 
 
 class MLPEncoder(Network):
@@ -80,7 +80,7 @@ class JointDiscriminator(Network):
     all b rows (`layers.constant_row`)."""
     seeds = [None] * 3 if seed is None else [rng.fold_in(seed, i) for i in range(3)]
     bx, bz = broadcast_batches(x, z)
-    hx = tf.reshape(x, [tf.shape(x)[0], int(np.prod(x.shape[1:]))])
+    hx = flatten_rows(x)
     hx = self.x_path(hx, seed=seeds[0], training=training, batch_size=bx)
     hz = self.z_path(z, seed=seeds[1], training=training, batch_size=bz)
     h = self.joint(tf.concat([hx, hz], axis=-1), seed=seeds[2], training=training)

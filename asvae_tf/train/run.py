@@ -126,6 +126,7 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   check_settings(num_steps, batch_size, seed, max_bad_steps, max_rollbacks, rollback_lr_factor,
                  early_stopping_metric, adversarial_warmup_steps, keep_checkpoints)  # fmt: skip
   threads.apply(intra_op_threads, inter_op_threads)  # before TensorFlow's runtime starts
+  # (where it already runs with other sizes: a warning, training goes on; threads.py)
   _set_determinism(deterministic)
   if not isinstance(export_saved_model, bool):
     raise ConfigError(f"train.export_saved_model must be True or False, got {export_saved_model!r}")

@@ -17,8 +17,10 @@ sizes, bit-identically), so a checkpoint resumes under any setting.
 
 TensorFlow fixes the pools when its runtime starts (the first op of the process): `apply`
 must run before that, as `train` does first thing. Where the runtime already runs with
-other sizes (a notebook that ran ops before), ConfigError says so; the environment
-variables TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS set them for any process.
+other sizes (a notebook that ran ops before, a test process), the setting cannot be
+applied: a warning says so and training goes on with the pools as they are (slower, same
+numbers). The environment variables TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS set
+them for any process.
 """
 
 from absl import logging
@@ -44,23 +46,29 @@ def _check(name, value):
 def apply(intra_op_threads=None, inter_op_threads=None):
   """Sizes TensorFlow's thread pools (None: leaves that pool as it is).
 
+  Returns:
+    The names of the settings that could not be applied because TensorFlow's runtime
+    already started with another size (each logged as a warning); [] when all applied.
   Raises:
-    ConfigError: a value that is not None or an int >= 1, or a size TensorFlow can no
-      longer take because its runtime already started with another one.
+    ConfigError: a value that is not None or an int >= 1.
   """
   values = (intra_op_threads, inter_op_threads)
   for (name, _, _), value in zip(_POOLS, values):
     _check(name, value)
+  skipped = []
   for (name, env, setter), value in zip(_POOLS, values):
     if value is None:
       continue
     try:
       setter(value)  # a no-op when the runtime already uses this size
-    except RuntimeError as e:
-      raise ConfigError(
-        f"train.{name} = {value}: TensorFlow's runtime already started in this process with "
-        f"another size ({e}); set it before the first TensorFlow op, or set {env}={value} in "
-        "the environment"
-      ) from None
-  if any(v is not None for v in values):
+    except RuntimeError:
+      skipped.append(f"train.{name}")
+      logging.warning(
+        "train.%s = %d not applied: TensorFlow's runtime already started in this process "
+        "with another size (training is slower, not different); set %s=%d in the "
+        "environment, or the binding before the first TensorFlow op",
+        name, value, env, value,
+      )  # fmt: skip
+  if any(v is not None for v in values) and not skipped:
     logging.info("threads: intra-op %s, inter-op %s (None: TensorFlow's choice)", *values)
+  return skipped

@@ -41,6 +41,19 @@ from asvae_tf.train.step_options import check_jit_compile
 from asvae_tf.train.step_options import check_update_scheme
 
 
+def _update_variables(mdl):
+  """{"generator": [...], "discriminator": [...]}: what each update differentiates and
+  applies. All of the optimizer's variables but model.idle_variables, whose gradient is
+  exactly 0 (their input is held at 0), so Adam would leave them and their moments
+  unchanged anyway: skipping them is bit-identical and saves their gradients and Adam
+  updates. The optimizers are built on all variables, so checkpoints keep every slot."""
+  idle = {id(v) for v in mdl.idle_variables}
+  return {
+    "generator": mdl.generator_variables,
+    "discriminator": [v for v in mdl.discriminator_variables if id(v) not in idle],
+  }
+
+
 class Trainer:
   """Holds the built model, optimizers, checkpointing and the compiled functions."""
 
@@ -67,8 +80,7 @@ class Trainer:
     self.hooks = hooks
     self.update_scheme = check_update_scheme(update_scheme, self.disc_steps)
     jit_compile = check_jit_compile(jit_compile, mdl)
-    # Read when the model's functions are traced (training and validation steps, images).
-    mdl.posterior.jit_compile_flow = jit_compile == "flow"
+    mdl.posterior.jit_compile_flow = jit_compile == "flow"  # read when functions are traced
     with strategy.scope():
       with gin.config_scope("generator"):
         self.g_opt = optimizers.make_optimizer()
@@ -89,16 +101,7 @@ class Trainer:
       # mixed_float16's dynamic loss scales (precision.py; checkpointed, inert otherwise).
       self.loss_scales = precision.loss_scales(mdl)
     self._make_stop_flags(strategy)
-    # What each update differentiates and applies: all of the optimizer's variables but
-    # model.idle_variables, whose gradient is exactly 0 (their input is held at 0), so
-    # Adam would leave them and their moments unchanged anyway; skipping them is
-    # bit-identical and saves their gradients and Adam updates. The optimizers are built
-    # on all variables, so checkpoints keep every slot.
-    idle = {id(v) for v in mdl.idle_variables}
-    self._update_variables = {
-      "generator": mdl.generator_variables,
-      "discriminator": [v for v in mdl.discriminator_variables if id(v) not in idle],
-    }
+    self._update_variables = _update_variables(mdl)
 
     # Each per-replica gradient function is a tf.function of its own (XLA-compiled with
     # jit_compile) so it is traced once and reused: the loop calls the step twice (before
