@@ -133,15 +133,19 @@ def test_sample_reconstruct_and_reconstruction_errors():
 _GEN_FIELDS = ("zq", "log_qzq", "log_pzq", "log_px_given_zq", "zp", "xp", "log_q_prior",
                "f1_real", "f2_real", "f2_explicit")  # fmt: skip
 _DISC_FIELDS = ("f1_real", "f1_fake", "f2_real", "f2_fake", "f2x_real", "f2x_fake", "f2z_real",
-                "f2z_fake")  # fmt: skip
+                "f2z_fake", "r1")  # fmt: skip
 
 
-@pytest.mark.parametrize("estimator", ["joint", "explicit"])
-def test_shared_pass_equals_the_two_alternating_passes(estimator):
+@pytest.mark.parametrize(
+  "estimator,r1_gamma", [("joint", 0.0), ("explicit", 0.0), ("joint", 1.0), ("explicit", 1.0)]
+)
+def test_shared_pass_equals_the_two_alternating_passes(estimator, r1_gamma):
   """update_scheme='shared': without dropout (the only use of the discriminators' own
   seeds), one shared pass gives the generator pass's terms and gradients and the
-  discriminator pass's, for the same seed (independent reference: the two passes)."""
-  kwargs = {"ratio_estimator": estimator}
+  discriminator pass's, for the same seed (independent reference: the two passes). The
+  shared pass calls each discriminator once on its real and fake inputs stacked; with R1,
+  its penalty must come from the same half (the real pairs; for D, the data)."""
+  kwargs = {"ratio_estimator": estimator, "r1_gamma": r1_gamma}
   if estimator == "explicit":
     kwargs["f2_decoder_gradient"] = "marginal"
   mdl = tiny_asvae("asvae", "planar", **kwargs)

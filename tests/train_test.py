@@ -272,7 +272,7 @@ def test_resume_in_new_process_is_bit_identical(tmp_path):
   )
   _train(resumed, resume_cfg + ["train.num_steps = 2"])
   # The new process also sizes TensorFlow's thread pools otherwise (train.intra_op_threads,
-  # train.inter_op_threads): they change speed, not numbers (asvae_tf/train/threads.py).
+  # train.inter_op_threads): a speed setting, bit-identical here (asvae_tf/train/threads.py).
   threads = ["train.intra_op_threads = 1", "train.inter_op_threads = 3"]
   r = _cli(_cli_args(resumed, 4) + [f"--gin_param={b}" for b in [shared] + threads])
   assert r.returncode == 0, r.stderr[-3000:]

@@ -80,7 +80,12 @@ class JointDiscriminator(Network):
     all b rows (`layers.constant_row`)."""
     seeds = [None] * 3 if seed is None else [rng.fold_in(seed, i) for i in range(3)]
     bx, bz = broadcast_batches(x, z)
-    hx = flatten_rows(x)
+    # (flatten_rows: a zero constant row stays a constant, so x_path skips its kernel.)
+    hx = (
+      flatten_rows(x)
+      if bx is not None
+      else tf.reshape(x, [tf.shape(x)[0], int(np.prod(x.shape[1:]))])
+    )
     hx = self.x_path(hx, seed=seeds[0], training=training, batch_size=bx)
     hz = self.z_path(z, seed=seeds[1], training=training, batch_size=bz)
     h = self.joint(tf.concat([hx, hz], axis=-1), seed=seeds[2], training=training)

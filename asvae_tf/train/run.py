@@ -106,8 +106,8 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
       and flows, likelihoods and losses stay float32 (precision.py). Set while
       the model is built, then the previous Keras global policy is restored.
     intra_op_threads, inter_op_threads: sizes of TensorFlow's CPU thread pools (None:
-      TensorFlow's choice), set before anything else; they change speed, not numbers
-      (threads.py; gin/mnist_fast.gin sets intra_op_threads = 1).
+      TensorFlow's choice), set before anything else; a speed setting (bit-identical weights where
+      measured: threads.py; gin/mnist_fast.gin sets intra_op_threads = 1).
     hooks: a `hooks.Hooks` (test harnesses; not gin-configurable). Default: none.
   On SIGTERM / SIGINT (main thread) the step in flight completes, a checkpoint is saved,
   summaries are flushed and errors.Preempted is raised (CLI exit code 75); rerun to resume.

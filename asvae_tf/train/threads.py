@@ -10,10 +10,12 @@ kernels (two discriminators, real and generated pairs, forward and backward bran
 keep the cores busy on its own. Measured on 2 cores (docs/results.md, "Speed"):
 intra_op_threads = 1 (inter-op left at 2) trains gin/mnist_fast.gin about 1.4x faster.
 
-The numbers do not change: a kernel's result does not depend on how many threads split it
-here (weights sha256 equal after 30 steps of gin/mnist.gin and gin/mnist_fast.gin at
-1 vs 2 intra-op threads; tests/train_test.py resumes a run in a process with other pool
-sizes, bit-identically), so a checkpoint resumes under any setting.
+The numbers did not change where measured: weights sha256 equal after 30 steps of
+gin/mnist.gin and gin/mnist_fast.gin at 1 vs 2 intra-op threads on a 2-core machine, and
+tests/train_test.py resumes a (tiny) run in a process with other pool sizes bit-identically.
+That is not guaranteed in general: on other machines a kernel may split a reduction or a
+matmul's inner dimension by the pool size, which changes the order of additions (last-bit
+differences, as between two CPUs). Quality is unaffected either way.
 
 TensorFlow fixes the pools when its runtime starts (the first op of the process): `apply`
 must run before that, as `train` does first thing. Where the runtime already runs with
@@ -60,12 +62,12 @@ def apply(intra_op_threads=None, inter_op_threads=None):
     if value is None:
       continue
     try:
-      setter(value)  # a no-op when the runtime already uses this size
+      setter(value)  # a no-op when this process already asked for this size
     except RuntimeError:
       skipped.append(f"train.{name}")
       logging.warning(
         "train.%s = %d not applied: TensorFlow's runtime already started in this process "
-        "with another size (training is slower, not different); set %s=%d in the "
+        "with another size (a speed setting: training goes on, slower); set %s=%d in the "
         "environment, or the binding before the first TensorFlow op",
         name, value, env, value,
       )  # fmt: skip
