@@ -90,6 +90,7 @@ class Controller:
     self.result = result
     self.last_good = latest or self._save(start)  # a fresh run: ckpt-0, the first rollback target
     step, iterator = start, self.make_iterator(start)
+    logging.info("training from step %d to %d", start, self.num_steps)
     summaries = self.actions["summary"]
     while step < self.num_steps:
       if self.trainer.stop_now():
