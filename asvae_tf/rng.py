@@ -92,14 +92,19 @@ def dropout(x, rate, seed):
     Tensor like x: x * mask / (1 - rate), mask ~ Bernoulli(1 - rate); the mask is the
     same whatever x's dtype.
 
-  The uniforms are drawn in float32 for every dtype of x. A bfloat16 uniform has 7
-  mantissa bits (values k / 128): `u >= 0.2` kept 102 / 128 = 0.797 of the units while
-  the scale assumed 0.8, so E[dropout(x)] was 0.996 x (float16: 819 / 1024). In float32
-  the keep probability is 1 - rate to within 2^-23, and Philox is cheaper per float32
-  uniform than per bfloat16 one on CPU.
+  Both the uniforms and the scaling are float32 for every dtype of x, so a 16-bit x
+  gets exactly the float32 result rounded once. In the 16-bit dtype they were biased:
+  a bfloat16 uniform takes 128 values (k / 128), so `u >= 0.2` kept 102 / 128 = 0.797
+  of the units, and 1 - 0.2 rounds to 0.80078 in bfloat16, so the kept units were scaled
+  by 1.2488: E[dropout(x)] was 0.995 x. (float16 kept 819 / 1024 and divided by
+  float16(0.8) = 819 / 1024: unbiased in mean, at rate 0.2002.) In float32 the keep
+  probability is 1 - rate to within 2^-23.
   """
   if not rate:
     return x
   shape = x.shape.as_list() if x.shape.is_fully_defined() else tf.shape(x)
   keep = uniform(shape, seed, tf.float32) >= rate
-  return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
+  if x.dtype == tf.float32:
+    return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
+  scaled = tf.cast(tf.cast(x, tf.float32) / (1.0 - rate), x.dtype)
+  return tf.where(keep, scaled, tf.zeros_like(x))

@@ -50,15 +50,24 @@ def test_dropout_scales_kept_units():
   np.testing.assert_array_equal(rng.dropout(x, 0.0, None).numpy(), x.numpy())
 
 
+@pytest.mark.parametrize("rate", [0.2, 0.3])
 @pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
-def test_low_precision_dropout_keeps_one_minus_rate(dtype):
-  # A mask drawn in the low-precision dtype kept 0.797 (bfloat16) of the units at rate
-  # 0.2 while scaling by 1 / 0.8. 10^6 Bernoulli(0.8) draws: sd 0.0004.
+def test_low_precision_dropout_is_float32_dropout_rounded_once(dtype, rate):
+  # Masks drawn as bfloat16 uniforms kept 0.797 (rate 0.2) / 0.695 (rate 0.3) of the
+  # units, and 1 / bfloat16(1 - rate) scaled them by 1.2488 / 1.4302. 10^6 draws: the kept
+  # fraction's sd is at most 0.00046.
   seed = tf.constant([5, 6], tf.int32)
-  y = rng.dropout(tf.ones([1000, 1000], dtype), 0.2, seed)
-  kept = (y.numpy().astype(np.float32) != 0).mean()
-  assert abs(kept - 0.8) < 0.0015, kept
+  x = tf.random.stateless_uniform([1000, 1000], [7, 8], minval=0.5, maxval=2.0)
+  x16 = tf.cast(x, dtype)
+  y = rng.dropout(x16, rate, seed).numpy().astype(np.float64)
+  kept = y != 0
+  assert abs(kept.mean() - (1 - rate)) < 0.002, kept.mean()
   # The same units as in float32: the mask does not depend on x's dtype.
-  ref = rng.dropout(tf.ones([1000, 1000]), 0.2, seed).numpy() != 0
-  np.testing.assert_array_equal(y.numpy().astype(np.float32) != 0, ref)
-  assert abs(float(tf.reduce_mean(tf.cast(y, tf.float32))) - 1.0) < 0.002
+  np.testing.assert_array_equal(kept, rng.dropout(x, rate, seed).numpy() != 0)
+  # Kept units: x / (1 - rate) computed in float32 (numpy), rounded once to the dtype.
+  x32 = x16.numpy().astype(np.float32)
+  want = tf.cast(x32 / np.float32(1 - rate), dtype).numpy().astype(np.float64)
+  np.testing.assert_array_equal(y[kept], want[kept])
+  # ... so the scale is unbiased: the mean ratio is 1 / (1 - rate) (rounding averages out).
+  ratio = (y[kept] / x32[kept]).mean()
+  assert abs(ratio * (1 - rate) - 1) < 1e-4, ratio
