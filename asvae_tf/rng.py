@@ -95,9 +95,10 @@ def dropout(x, rate, seed):
   Both the uniforms and the scaling are float32 for every dtype of x, so a 16-bit x
   gets exactly the float32 result rounded once. In the 16-bit dtype they were biased:
   a bfloat16 uniform takes 128 values (k / 128), so `u >= 0.2` kept 102 / 128 = 0.797
-  of the units, and 1 - 0.2 rounds to 0.80078 in bfloat16, so the kept units were scaled
-  by 1.2488: E[dropout(x)] was 0.995 x. (float16 kept 819 / 1024 and divided by
-  float16(0.8) = 819 / 1024: unbiased in mean, at rate 0.2002.) In float32 the keep
+  of the units while the scale assumed 0.8 (E[dropout(x)] = 0.996 x in training). And
+  x / (1 - 0.2) divided by bfloat16(0.8) = 0.80078 when run eagerly; in a tf.function
+  TF's graph optimizer happened to turn it into x * 1.25, the float32 result. (float16
+  kept 819 / 1024 and divided by float16(0.8) = 819 / 1024.) In float32 the keep
   probability is 1 - rate to within 2^-23.
   """
   if not rate:

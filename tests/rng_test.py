@@ -54,8 +54,8 @@ def test_dropout_scales_kept_units():
 @pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
 def test_low_precision_dropout_is_float32_dropout_rounded_once(dtype, rate):
   # Masks drawn as bfloat16 uniforms kept 0.797 (rate 0.2) / 0.695 (rate 0.3) of the
-  # units, and 1 / bfloat16(1 - rate) scaled them by 1.2488 / 1.4302. 10^6 draws: the kept
-  # fraction's sd is at most 0.00046.
+  # units, and eagerly 1 / bfloat16(1 - rate) scaled them by 1.2488 / 1.4302. 10^6 draws:
+  # the kept fraction's sd is at most 0.00046.
   seed = tf.constant([5, 6], tf.int32)
   x = tf.random.stateless_uniform([1000, 1000], [7, 8], minval=0.5, maxval=2.0)
   x16 = tf.cast(x, dtype)
