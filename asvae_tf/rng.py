@@ -92,20 +92,20 @@ def dropout(x, rate, seed):
     Tensor like x: x * mask / (1 - rate), mask ~ Bernoulli(1 - rate); the mask is the
     same whatever x's dtype.
 
-  Both the uniforms and the scaling are float32 for every dtype of x, so a 16-bit x
-  gets exactly the float32 result rounded once. In the 16-bit dtype they were biased:
-  a bfloat16 uniform takes 128 values (k / 128), so `u >= 0.2` kept 102 / 128 = 0.797
-  of the units while the scale assumed 0.8 (E[dropout(x)] = 0.996 x in training). And
-  x / (1 - 0.2) divided by bfloat16(0.8) = 0.80078 when run eagerly; in a tf.function
-  TF's graph optimizer happened to turn it into x * 1.25, the float32 result. (float16
-  kept 819 / 1024 and divided by float16(0.8) = 819 / 1024.) In float32 the keep
-  probability is 1 - rate to within 2^-23.
+  The uniforms are float32 for every dtype of x, and a 16-bit x is scaled in float32 and
+  rounded once, so it gets exactly float32's result rounded. Drawn in bfloat16 the mask
+  was biased: a bfloat16 uniform takes 128 values (k / 128), so `u >= 0.2` kept
+  102 / 128 = 0.797 of the units while the scale assumed 0.8 (E[dropout(x)] = 0.996 x in
+  training). (x / (1 - 0.2) in bfloat16 divided by bfloat16(0.8) = 0.80078 when run
+  eagerly; in a tf.function TF's graph optimizer turned it into x * 1.25, float32's
+  result. float16 kept 819 / 1024 = float16(0.8), at rate 0.2002: biased by 0.02% at most.)
+  In float32 the keep probability is 1 - rate to within 2^-23.
   """
   if not rate:
     return x
   shape = x.shape.as_list() if x.shape.is_fully_defined() else tf.shape(x)
   keep = uniform(shape, seed, tf.float32) >= rate
-  if x.dtype == tf.float32:
+  if x.dtype not in (tf.bfloat16, tf.float16):  # float32 (and float64): in x's dtype
     return tf.where(keep, x / (1.0 - rate), tf.zeros_like(x))
   scaled = tf.cast(tf.cast(x, tf.float32) / (1.0 - rate), x.dtype)
   return tf.where(keep, scaled, tf.zeros_like(x))

@@ -71,3 +71,13 @@ def test_low_precision_dropout_is_float32_dropout_rounded_once(dtype, rate):
   # ... so the scale is unbiased: the mean ratio is 1 / (1 - rate) (rounding averages out).
   ratio = (y[kept] / x32[kept]).mean()
   assert abs(ratio * (1 - rate) - 1) < 1e-4, ratio
+  # The same inside a tf.function (the training steps' graph mode).
+  graph = tf.function(lambda v, s: rng.dropout(v, rate, s))(x16, seed)
+  np.testing.assert_array_equal(graph.numpy().astype(np.float64), y)
+
+
+def test_float64_dropout_stays_float64():
+  x = tf.constant(np.full([50, 40], 1.0 + 1e-12), tf.float64)
+  y = rng.dropout(x, 0.2, tf.constant([1, 2], tf.int32)).numpy()
+  kept = y != 0
+  np.testing.assert_array_equal(y[kept], np.full(kept.sum(), (1.0 + 1e-12) / 0.8))
