@@ -17,7 +17,6 @@ and not rerun (delete a row's directory to rerun it).
 """
 
 import datetime
-import json
 import os
 import time
 
@@ -269,17 +268,10 @@ ROWS = {
   ),
 }
 
-flags.DEFINE_string("mnist_dir", lib.MNIST_DIR, "Directory with the MNIST t10k IDX files.")
-flags.DEFINE_string(
-  "work_dir",
-  os.path.join(lib.ROOT, "runs", "ablation_mnist10k"),
-  "Model dirs and the classifier go here (finished rows are reused).",
+lib.define_flags(
+  "ablation_mnist10k", "Model dirs and the classifier go here (finished rows are reused)."
 )
-flags.DEFINE_string(
-  "results_dir",
-  os.path.join(lib.ROOT, "bench", "results"),
-  "Where ablation_mnist10k.json / .md are written.",
-)
+flags.adopt_module_key_flags(lib)  # --helpshort lists the shared flags too
 # The table's order: baselines, the f1 half, the f2 half, the chosen config, AS-VAE-g.
 ORDER = [
   "vae",
@@ -319,8 +311,6 @@ assert sorted(ORDER) == sorted(ROWS)
 
 flags.DEFINE_list("rows", ORDER, "Rows to run, in this order.")
 flags.DEFINE_integer("seed", 0, "Training seed.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of all networks.")
-flags.DEFINE_bool("quick", False, "1 epoch, k = 50, 1,000 samples, 500 test images.")
 FLAGS = flags.FLAGS
 
 
@@ -392,26 +382,17 @@ def main(argv):
   )
   out = table(results, header)
   print("\n" + out)
-  os.makedirs(FLAGS.results_dir, exist_ok=True)
-  stem = os.path.join(FLAGS.results_dir, "ablation_mnist10k" + ("_quick" if FLAGS.quick else ""))
-  with open(stem + ".json", "w") as f:
-    json.dump(
-      dict(
-        header=header,
-        protocol_bindings=bindings,
-        row_base=PAPER_LITERAL,
-        classifier=clf,
-        rows={
-          k_: dict(label=ROWS[k_][0], gin_file=ROWS[k_][1], bindings=ROWS[k_][2], metrics=m)
-          for k_, m in results.items()
-        },
-      ),
-      f,
-      indent=1,
-    )
-  with open(stem + ".md", "w") as f:
-    f.write(out + "\n")
-  print(f"\nwrote {stem}.json/.md")
+  payload = dict(
+    header=header,
+    protocol_bindings=bindings,
+    row_base=PAPER_LITERAL,
+    classifier=clf,
+    rows={
+      k_: dict(label=ROWS[k_][0], gin_file=ROWS[k_][1], bindings=ROWS[k_][2], metrics=m)
+      for k_, m in results.items()
+    },
+  )
+  lib.write_results(FLAGS.results_dir, "ablation_mnist10k", FLAGS.quick, payload, out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The MNIST-10k protocol shared by bench/quality_mnist10k.py and bench/ablation_mnist10k.py.
+"""The MNIST-10k protocol shared by bench/quality_mnist10k.py, bench/ablation_mnist10k.py and
+bench/variants_mnist10k.py (their common flags and result files too).
 
 ../shared/data/mnist/README.md: t10k images 0..7999 train (the last 1,000 are the
 early-stopping validation slice), 8000..9999 test (binarised once, sha256 checked by
@@ -14,6 +15,7 @@ import math
 import os
 import re
 
+from absl import flags
 from absl import logging
 
 from asvae_tf import data
@@ -23,6 +25,30 @@ from asvae_tf.evaluation import feature_nets
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 BATCH = 100
+
+
+def define_flags(name, work_help):
+  """The flags every MNIST-10k script defines: --mnist_dir, --work_dir (default runs/<name>,
+  with help text work_help), --results_dir, --learning_rate and --quick."""
+  flags.DEFINE_string("mnist_dir", MNIST_DIR, "Directory with the MNIST t10k IDX files.")
+  flags.DEFINE_string("work_dir", os.path.join(ROOT, "runs", name), work_help)
+  flags.DEFINE_string(
+    "results_dir", os.path.join(ROOT, "bench", "results"), f"Where {name}.json / .md are written."
+  )
+  flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of all networks.")
+  flags.DEFINE_bool("quick", False, "1 epoch, k = 50, 1,000 samples, 500 test images.")
+
+
+def write_results(results_dir, name, quick, payload, markdown):
+  """Writes <results_dir>/<name>[_quick].json (payload) and .md (markdown); returns the stem."""
+  os.makedirs(results_dir, exist_ok=True)
+  stem = os.path.join(results_dir, name + ("_quick" if quick else ""))
+  with open(stem + ".json", "w") as f:
+    json.dump(payload, f, indent=1)
+  with open(stem + ".md", "w") as f:
+    f.write(markdown + "\n")
+  print(f"\nwrote {stem}.json/.md")
+  return stem
 
 
 def eval_settings(quick):

@@ -18,7 +18,6 @@ Writes bench/results/quality_mnist10k.{json,md}; finished runs in --work_dir are
 """
 
 import datetime
-import json
 import os
 import time
 
@@ -36,20 +35,12 @@ import mnist10k_lib as lib
 
 TABLE1 = experiments.PAPER_TABLES[1].rows  # gin file, label and paper NLL of each model
 
-flags.DEFINE_string("mnist_dir", lib.MNIST_DIR, "Directory with the MNIST t10k IDX files.")
-flags.DEFINE_string(
-  "work_dir",
-  os.path.join(lib.ROOT, "runs", "quality_mnist10k"),
-  "Model dirs and the classifier go here (finished runs are reused).",
+lib.define_flags(
+  "quality_mnist10k", "Model dirs and the classifier go here (finished runs are reused)."
 )
-flags.DEFINE_string(
-  "results_dir",
-  os.path.join(lib.ROOT, "bench", "results"),
-  "Where quality_mnist10k.json / .md are written.",
-)
+flags.adopt_module_key_flags(lib)  # --helpshort lists the shared flags too
 flags.DEFINE_list("models", ["vae", "asvae_r", "asvae_g", "asvae"], "Models to run.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (one run per model and seed).")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of all networks.")
 flags.DEFINE_integer(
   "long_epochs",
   0,
@@ -57,7 +48,6 @@ flags.DEFINE_integer(
   "many passes (beyond the 20-pass budget; seed 0).",
 )
 flags.DEFINE_list("long_models", ["vae", "asvae"], "Models of the --long_epochs runs.")
-flags.DEFINE_bool("quick", False, "1 epoch, k = 50, 1,000 samples, 500 test images.")
 FLAGS = flags.FLAGS
 
 COLUMNS = (
@@ -218,24 +208,15 @@ def main(argv):
       f"Beyond the budget: {FLAGS.long_epochs} passes, seed 0 (not the MNIST-10k protocol's 20)",
     )
   print("\n" + out)
-  os.makedirs(FLAGS.results_dir, exist_ok=True)
-  stem = os.path.join(FLAGS.results_dir, "quality_mnist10k" + ("_quick" if FLAGS.quick else ""))
-  with open(stem + ".json", "w") as f:
-    json.dump(
-      dict(
-        header=header,
-        classifier=clf,
-        seeds=seeds,
-        runs={m: {str(s): v for s, v in r.items()} for m, r in runs.items()},
-        long_runs={m: r[0] for m, r in long_runs.items()},
-        long_epochs=FLAGS.long_epochs,
-      ),
-      f,
-      indent=1,
-    )
-  with open(stem + ".md", "w") as f:
-    f.write(out + "\n")
-  print(f"\nwrote {stem}.json/.md")
+  payload = dict(
+    header=header,
+    classifier=clf,
+    seeds=seeds,
+    runs={m: {str(s): v for s, v in r.items()} for m, r in runs.items()},
+    long_runs={m: r[0] for m, r in long_runs.items()},
+    long_epochs=FLAGS.long_epochs,
+  )
+  lib.write_results(FLAGS.results_dir, "quality_mnist10k", FLAGS.quick, payload, out)
 
 
 if __name__ == "__main__":

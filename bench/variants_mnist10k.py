@@ -17,7 +17,6 @@ Writes bench/results/variants_mnist10k.{json,md}; finished runs in --work_dir ar
 """
 
 import datetime
-import json
 import os
 import time
 
@@ -51,20 +50,15 @@ COLUMNS = (
   ("train_seconds", "train s"),
 )
 
-flags.DEFINE_string("mnist_dir", lib.MNIST_DIR, "Directory with the MNIST t10k IDX files.")
-flags.DEFINE_string(
-  "work_dir", os.path.join(lib.ROOT, "runs", "variants_mnist10k"), "Model dirs go here."
-)
+lib.define_flags("variants_mnist10k", "Model dirs go here.")
+flags.adopt_module_key_flags(lib)  # --helpshort lists the shared flags too
 flags.DEFINE_string(
   "classifier_dir",
   os.path.join(lib.ROOT, "runs", "quality_mnist10k", "classifier"),
   "The protocol's MNIST classifier (trained there if missing).",
 )
-flags.DEFINE_string("results_dir", os.path.join(lib.ROOT, "bench", "results"), "Output dir.")
 flags.DEFINE_list("variants", ["alternating", "shared"], f"Of {sorted(VARIANTS)}.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of all networks.")
-flags.DEFINE_bool("quick", False, "1 epoch, k = 50, 1,000 samples, 500 test images.")
 FLAGS = flags.FLAGS
 
 
@@ -139,17 +133,12 @@ def main(argv):
   )
   out = table(runs, header)
   print("\n" + out)
-  os.makedirs(FLAGS.results_dir, exist_ok=True)
-  stem = os.path.join(FLAGS.results_dir, "variants_mnist10k" + ("_quick" if FLAGS.quick else ""))
-  with open(stem + ".json", "w") as f:
-    json.dump(
-      dict(header=header, variants={n: VARIANTS[n] for n in runs},
-           runs={n: {str(s): v for s, v in r.items()} for n, r in runs.items()}),
-      f, indent=1,
-    )  # fmt: skip
-  with open(stem + ".md", "w") as f:
-    f.write(out + "\n")
-  print(f"\nwrote {stem}.json/.md")
+  payload = dict(
+    header=header,
+    variants={n: VARIANTS[n] for n in runs},
+    runs={n: {str(s): v for s, v in r.items()} for n, r in runs.items()},
+  )
+  lib.write_results(FLAGS.results_dir, "variants_mnist10k", FLAGS.quick, payload, out)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """bench/mnist10k_lib.py: the MNIST-10k protocol bindings, seed statistics, run stamping."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -59,3 +61,13 @@ def test_a_finished_run_with_another_request_is_refused(tmp_path, monkeypatch):
   (tmp_path / "m.gin").write_text("model.latent_dim = 16\n")
   with pytest.raises(ValueError, match="another gin text, bindings"):
     lib.run(*args)
+
+
+@pytest.mark.parametrize("quick, stem", [(False, "table"), (True, "table_quick")])
+def test_results_are_written_as_json_and_markdown(tmp_path, quick, stem):
+  out = tmp_path / "results"  # created on demand
+  got = lib.write_results(str(out), "table", quick, {"rows": {"vae": 109.6}}, "| a |")
+  assert got == str(out / stem)
+  assert json.loads((out / f"{stem}.json").read_text()) == {"rows": {"vae": 109.6}}
+  assert (out / f"{stem}.md").read_text() == "| a |\n"
+  assert sorted(p.name for p in out.iterdir()) == [f"{stem}.json", f"{stem}.md"]
