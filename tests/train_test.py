@@ -100,15 +100,14 @@ def test_early_stopping_stops_and_stays_stopped(tmp_path):
   assert _train(tmp_path, frozen)["step"] == 2  # a rerun does not train past the stop
 
 
-@pytest.mark.parametrize("jit,objective", [("True", "asvae"), ("'flow'", "asvae_r")])
-def test_xla_steps_under_mirrored_strategy(tmp_path, jit, objective):
+@pytest.mark.parametrize("jit", ["True", "'flow'"])
+def test_xla_steps_under_mirrored_strategy(tmp_path, jit):
   # True: XLA compiles the per-replica loss/gradient function (not strategy.run itself);
   # 'flow': only the planar loops (a real tf.while_loop: 1 layer per iteration), per replica.
-  # ('flow' with the asvae objective's prior branch: the next test, default strategy.)
   result = _train(
     tmp_path,
     [
-      f"model.objective = '{objective}'",
+      "model.objective = 'asvae'",
       "train.strategy = 'mirrored'",
       f"train.jit_compile = {jit}",
       "posterior.layers_per_iteration = 1",
@@ -446,9 +445,9 @@ FAST = ["train.dtype_policy = 'mixed_bfloat16'", "train.jit_compile = 'flow'"]
 
 @pytest.mark.parametrize(
   "scheme,extra",
-  [("alternating", []), ("shared", FAST)],
-  ids=["alt", "fast"],
-)  # ('shared' in float32 alone: the "fast" case covers its code path under bfloat16)
+  [("alternating", []), ("shared", []), ("shared", FAST)],
+  ids=["alt", "shared", "fast"],
+)
 def test_f1_without_residual_trains_theta_phi_exactly_as_an_x_only_residual(
   tmp_path, scheme, extra
 ):
