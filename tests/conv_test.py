@@ -326,6 +326,7 @@ def _png(path):
     return im.size, im.mode, np.asarray(im)
 
 
+@pytest.mark.slow(30)
 @pytest.mark.parametrize("gin_file", CONV_GIN_FILES, ids=os.path.basename)
 def test_two_step_smoke_run_export_and_sample(tmp_path, gin_file):
   stem = os.path.basename(gin_file)[:-4]

@@ -138,6 +138,7 @@ def _latest_step(model_dir):
   return None if latest is None else int(latest.rsplit("-", 1)[1])
 
 
+@pytest.mark.slow(65)
 def test_sigkill_at_every_save_point_and_at_random_resumes_bit_identically(tmp_path):
   straight = tmp_path / "straight"
   _train(straight, KILL_RUN)
@@ -200,6 +201,7 @@ def _params(state):
   }
 
 
+@pytest.mark.slow(25)
 def test_nan_step_changes_no_weight_moment_or_iteration(tmp_path):
   # Mirrored strategy over the 2 test devices: the verdict is all-reduced. Step 2 is NaN.
   result = _train(
@@ -238,6 +240,7 @@ def test_nan_step_changes_no_weight_moment_or_iteration(tmp_path):
   assert tags[("guard/skipped_steps_total", 2)] == 1
 
 
+@pytest.mark.slow(20)
 def test_bad_streak_rolls_back_and_lowers_the_learning_rate(tmp_path):
   # Steps 3 and 4 are NaN (first pass only): rollback to ckpt-2 with lr x 0.5, then clean.
   result = _train(

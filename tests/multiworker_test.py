@@ -15,6 +15,7 @@ import time
 
 import gin
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from asvae_tf import config
@@ -124,6 +125,7 @@ def _preempted_line(log_path):
   return lines[0]
 
 
+@pytest.mark.slow(80)
 def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_rerun_matches_one_worker(tmp_path):
   """SIGTERM reaches worker 1 only: both workers agree (one all-reduced flag per step),
   stop after the same step, the chief saves ckpt-<step>, both exit 75. The rerun of both

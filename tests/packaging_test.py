@@ -8,6 +8,8 @@ import subprocess
 import sys
 import sysconfig
 
+import pytest
+
 from conftest import ROOT, TINY_MODEL
 
 SCRIPTS = ("train", "evaluate", "export", "sample", "reproduce")
@@ -56,6 +58,7 @@ def _fresh_venv(tmp_path, wheel):
   return venv
 
 
+@pytest.mark.slow(18)
 def test_wheel_installs_and_runs_from_another_directory(tmp_path):
   venv = _fresh_venv(tmp_path, _build_wheel(tmp_path))
   elsewhere = tmp_path / "elsewhere"

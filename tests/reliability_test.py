@@ -135,6 +135,7 @@ def test_sigterm_saves_exits_75_within_the_grace_and_the_rerun_is_exact(tmp_path
   _assert_identical(_state(str(run / "checkpoints")), straight)
 
 
+@pytest.mark.slow(26)
 def test_a_second_writer_is_refused_and_a_killed_holder_does_not_block_the_rerun(tmp_path):
   run = tmp_path / "run"
   a = _Proc(run, LONG)

@@ -42,6 +42,7 @@ def test_table1_quick_cli(tmp_path):
   assert os.path.isfile(tmp_path / "vae" / "saved_model" / "2" / "saved_model.pb")
 
 
+@pytest.mark.slow(25)
 def test_table2_quick_cli_on_32x32_conv_model(tmp_path):
   graph, stats = str(tmp_path / "graph.pb"), str(tmp_path / "stats.npz")
   tiny_inception.write_graph(graph)  # the 2015 Inception graph's tensor names, tiny

@@ -89,6 +89,7 @@ def test_four_replicas_reject_an_uneven_global_batch_before_writing(tmp_path):
   assert "Traceback" not in r.stderr and not os.path.exists(tmp_path / "m")
 
 
+@pytest.mark.slow(17)
 def test_four_replicas_train_with_per_replica_batch_and_op_determinism(tmp_path):
   r = _harness(
     tmp_path,

@@ -100,6 +100,7 @@ def test_early_stopping_stops_and_stays_stopped(tmp_path):
   assert _train(tmp_path, frozen)["step"] == 2  # a rerun does not train past the stop
 
 
+@pytest.mark.slow(40)
 @pytest.mark.parametrize("jit", ["True", "'flow'"])
 def test_xla_steps_under_mirrored_strategy(tmp_path, jit):
   # True: XLA compiles the per-replica loss/gradient function (not strategy.run itself);
@@ -117,6 +118,7 @@ def test_xla_steps_under_mirrored_strategy(tmp_path, jit):
   assert all(np.isfinite(v) for v in result["train"].values())
 
 
+@pytest.mark.slow(55)
 def test_flow_xla_resumes_bit_identically_and_matches_plain_tf(tmp_path):
   # train.jit_compile = 'flow': XLA for the planar loops only. Same maths as plain TF (up
   # to float32 rounding), and deterministic: a resumed run equals a straight one.
@@ -200,6 +202,7 @@ def test_loss_goes_down_on_real_digits(tmp_path):
   assert values[-1][1] < 250, values
 
 
+@pytest.mark.slow(32)
 def test_two_replicas_give_the_same_update_as_one_device(tmp_path):
   # Plain SGD: its update is proportional to the gradient, so a loss-scaling error
   # (per-replica instead of global batch) would show; Adam would normalise it away.
@@ -258,6 +261,7 @@ def _cli_args(model_dir, num_steps):
   ]
 
 
+@pytest.mark.slow(40)
 def test_resume_in_new_process_is_bit_identical(tmp_path):
   # AS-VAE with the planar posterior and both discriminators, trained with
   # train.update_scheme = 'shared' (the other tests train 'alternating');
@@ -380,6 +384,7 @@ EXPLICIT_RUN = [
 ]  # the planar flow: elsewhere
 
 
+@pytest.mark.slow(37)
 def test_explicit_estimator_resumes_bit_identically_and_logs_the_ratio_gap(tmp_path):
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
   result = _train(straight, EXPLICIT_RUN + ["train.num_steps = 4"])
@@ -443,6 +448,7 @@ def test_bad_estimator_config_is_a_config_error(tmp_path, binding, needle):
 FAST = ["train.dtype_policy = 'mixed_bfloat16'", "train.jit_compile = 'flow'"]
 
 
+@pytest.mark.slow(25)
 @pytest.mark.parametrize(
   "scheme,extra",
   [("alternating", []), ("shared", []), ("shared", FAST)],
