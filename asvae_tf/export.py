@@ -47,6 +47,7 @@ from asvae_tf import errors
 from asvae_tf import model as model_lib
 from asvae_tf import checkpoints
 from asvae_tf import precision
+from asvae_tf import rng
 from asvae_tf import versions
 
 METADATA_FILE = "asvae_metadata.json"
@@ -249,7 +250,7 @@ def _latent_functions(mdl, limits):
     checks = _check_count(num_samples, "num_samples", limits["max_num_samples"], "max_num_samples")
     with tf.control_dependencies(checks):
       num_samples, seed = tf.identity(num_samples), _checked_seed(seed)
-    z = tf.random.stateless_normal(tf.stack([num_samples, d]), seed=seed, alg="philox")
+    z = rng.stateless_normal(tf.stack([num_samples, d]), seed)
     return {"images": mdl.likelihood.mean(mdl.decode(z)), "z": z}
 
   return decode, sample

@@ -52,6 +52,52 @@ def run_seed(seed, stream):
   return tf.constant([int(seed), RUN_STREAMS[stream]], tf.int32)
 
 
+# ---- Philox draws ------------------------------------------------------------------
+# tf.random.stateless_uniform / stateless_normal(..., alg="philox") turn the seed into
+# Philox's key and counter with ~45 graph ops (random_ops_util._philox_scramble_seed
+# splits and re-joins 32-bit words with casts, slices, shifts and ors); a training step
+# draws dozens of times (every dropout mask), so those ops were a third of the tiny test
+# models' traced graphs. The same scramble in 8 ops: a uint64 full-int draw already joins
+# its 32-bit words as _uint32s_to_uint64 does (low word first). Bit-identical to
+# tf.random's Philox draws in eager, graph and XLA mode (tests/rng_test.py).
+_PHILOX = 1  # tf.random.Algorithm.PHILOX
+_SCRAMBLE_KEY = 0x02461E293EC8F720  # TF's seed-scrambling key (stateless_random_ops.cc)
+
+
+def philox_key_counter(seed):
+  """(key [1], counter [2]) uint64: the Philox state of an integer seed [2], as
+  tf.random.stateless_*(..., alg="philox") derives it."""
+  mix = tf.raw_ops.StatelessRandomUniformFullIntV2(
+    shape=[2],
+    key=tf.constant([_SCRAMBLE_KEY], tf.uint64),
+    counter=tf.cast(seed, tf.uint64),
+    alg=_PHILOX,
+    dtype=tf.uint64,
+  )
+  key, high = tf.split(mix, 2)
+  return key, tf.concat([tf.zeros([1], tf.uint64), high], 0)
+
+
+def _philox(op, shape, seed, dtype):
+  dtype = tf.as_dtype(dtype)
+  if not dtype.is_floating:
+    raise ValueError(f"rng draws floating-point noise; got dtype {dtype.name}")
+  key, counter = philox_key_counter(seed)
+  return op(shape=shape, key=key, counter=counter, alg=_PHILOX, dtype=dtype)
+
+
+def stateless_uniform(shape, seed, dtype=tf.float32):
+  """U[0, 1) noise of `shape` (ints or int tensor [rank]) from seed [2]: exactly
+  tf.random.stateless_uniform(shape, seed, dtype=dtype, alg="philox")."""
+  return _philox(tf.raw_ops.StatelessRandomUniformV2, shape, seed, dtype)
+
+
+def stateless_normal(shape, seed, dtype=tf.float32):
+  """N(0, 1) noise of `shape` from seed [2]: exactly
+  tf.random.stateless_normal(shape, seed, dtype=dtype, alg="philox")."""
+  return _philox(tf.raw_ops.StatelessRandomNormalV2, shape, seed, dtype)
+
+
 def _replica_position():
   ctx = tf.distribute.get_replica_context()
   if ctx is None:  # Cross-replica context: behave like one replica.
@@ -63,22 +109,22 @@ def _draw(sampler, shape, seed, dtype):
   """shape: a list of ints or an int tensor [rank]. Philox: fast under XLA too."""
   replica_id, num_replicas = _replica_position()
   if num_replicas == 1:
-    return sampler(shape, seed=seed, dtype=dtype, alg="philox")
+    return sampler(shape, seed, dtype)
   if isinstance(shape, (list, tuple, tf.TensorShape)):
     full_shape = [num_replicas] + list(shape)
   else:
     full_shape = tf.concat([[num_replicas], tf.cast(shape, tf.int32)], 0)
-  return tf.gather(sampler(full_shape, seed=seed, dtype=dtype, alg="philox"), replica_id)
+  return tf.gather(sampler(full_shape, seed, dtype), replica_id)
 
 
 def normal(shape, seed, dtype=tf.float32):
   """Standard normal noise of `shape` (rows = per-replica batch), replica-invariant."""
-  return _draw(tf.random.stateless_normal, shape, seed, dtype)
+  return _draw(stateless_normal, shape, seed, dtype)
 
 
 def uniform(shape, seed, dtype=tf.float32):
   """U[0, 1) noise of `shape` (rows = per-replica batch), replica-invariant."""
-  return _draw(tf.random.stateless_uniform, shape, seed, dtype)
+  return _draw(stateless_uniform, shape, seed, dtype)
 
 
 def dropout(x, rate, seed):

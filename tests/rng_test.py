@@ -81,3 +81,43 @@ def test_float64_dropout_stays_float64():
   y = rng.dropout(x, 0.2, tf.constant([1, 2], tf.int32)).numpy()
   kept = y != 0
   np.testing.assert_array_equal(y[kept], np.full(kept.sum(), (1.0 + 1e-12) / 0.8))
+
+
+SEEDS = [[1, 2], [0, 0x5EED], [12345, -7], [-3, -9], [-(2**31), 2**31 - 1]]
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_philox_draws_equal_tf_random_bit_for_bit(mode):
+  # rng.stateless_* derive Philox's key and counter in 8 ops instead of tf.random's ~45:
+  # the numbers must stay tf.random.stateless_*(alg="philox")'s exactly (old runs resume
+  # bit-identically, recorded results reproduce), in every mode and dtype. XLA's draws
+  # differ from plain TF's (the reference is taken in the same mode).
+  def draws(seed, shape, dtype):
+    return (
+      rng.stateless_uniform(shape, seed, dtype),
+      tf.random.stateless_uniform(shape, seed, dtype=dtype, alg="philox"),
+      rng.stateless_normal(shape, seed, dtype),
+      tf.random.stateless_normal(shape, seed, dtype=dtype, alg="philox"),
+    )
+
+  for dtype in (tf.float32, tf.bfloat16, tf.float16, tf.float64):
+    fn = lambda s, dtype=dtype: draws(s, [7, 5], dtype)  # noqa: E731
+    if mode != "eager":
+      fn = tf.function(fn, jit_compile=mode == "xla", autograph=False)
+    for seed in SEEDS:
+      ours_u, ref_u, ours_n, ref_n = [t.numpy() for t in fn(tf.constant(seed, tf.int32))]
+      for ours, ref in ((ours_u, ref_u), (ours_n, ref_n)):
+        assert ours.dtype == ref.dtype and ours.shape == (7, 5)
+        np.testing.assert_array_equal(ours.view(np.uint8), ref.view(np.uint8), err_msg=seed)
+  with pytest.raises(ValueError, match="floating-point"):
+    rng.stateless_uniform([2], tf.constant([1, 2]), tf.int32)
+
+
+def test_a_philox_draw_is_a_few_graph_ops():
+  def ops(fn):
+    graph = tf.function(fn, autograph=False).get_concrete_function(tf.TensorSpec([2], tf.int32))
+    return len(graph.graph.get_operations())
+
+  ours = ops(lambda s: rng.stateless_uniform([4, 3], s))
+  ref = ops(lambda s: tf.random.stateless_uniform([4, 3], s, alg="philox"))
+  assert ours <= 16 < 40 <= ref, (ours, ref)

@@ -34,6 +34,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from asvae_tf import errors
+from asvae_tf import rng
 from asvae_tf.dists import gaussian
 
 tfd = tfp.distributions
@@ -56,7 +57,7 @@ def bits_per_dim(nll_nats, num_dims):
 
 
 def _stateless(sampler, shape, seed, dtype):
-  return sampler(shape, seed=seed, dtype=dtype, alg="philox")
+  return sampler(shape, seed, dtype)
 
 
 def _log_ndtr(x):
@@ -263,7 +264,7 @@ class BernoulliLikelihood(Likelihood):
     logits = self._check(params)
     if self.reparameterization == "mean":
       return tf.sigmoid(logits)
-    u = self._noise(tf.shape(logits), logits.dtype, seed, noise, tf.random.stateless_uniform)
+    u = self._noise(tf.shape(logits), logits.dtype, seed, noise, rng.stateless_uniform)
     eps = np.finfo(logits.dtype.as_numpy_dtype).eps
     u = tf.clip_by_value(u, eps, 1.0 - eps)  # keep the logistic noise finite
     logistic = tf.math.log(u) - tf.math.log1p(-u)
@@ -325,7 +326,7 @@ class GaussianLikelihood(Likelihood):
   def rsample(self, params, seed=None, noise=None):
     """[N, H, W, C] loc + scale * xi; noise = N(0, 1) draws if given."""
     loc, log_scale = self.loc_and_log_scale(params)
-    xi = self._noise(tf.shape(loc), loc.dtype, seed, noise, tf.random.stateless_normal)
+    xi = self._noise(tf.shape(loc), loc.dtype, seed, noise, rng.stateless_normal)
     return loc + tf.exp(log_scale) * xi
 
   def discretized_log_prob(self, params, pixels, num_bins=256):

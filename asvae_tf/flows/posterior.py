@@ -28,6 +28,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from asvae_tf import errors
+from asvae_tf import rng
 from asvae_tf.dists import gaussian
 from asvae_tf.flows.conditioners import MADE
 from asvae_tf.flows.conditioners import CouplingNet
@@ -303,7 +304,7 @@ class Posterior(keras.layers.Layer):
     Args:
       features: [batch, F].
       seed: int32 [2] stateless seed; eps ~ N(0, I) is drawn from it
-        (tf.random.stateless_normal, alg="philox": XLA's default algorithm is
+        (rng.stateless_normal: tf.random's Philox draw; XLA's default algorithm is
         ~6x slower on CPU).
       sample_shape: optional leading sample shape S (default none).
       eps: alternatively the standard-normal noise itself, [*S, batch, D]
@@ -320,7 +321,7 @@ class Posterior(keras.layers.Layer):
       shape = tf.concat(
         [tf.constant(sample_shape, tf.int32, [len(sample_shape)]), tf.shape(loc)], 0
       )
-      eps = tf.random.stateless_normal(shape, seed=seed, dtype=loc.dtype, alg="philox")
+      eps = rng.stateless_normal(shape, seed, loc.dtype)
     else:
       eps = tf.convert_to_tensor(eps, dtype=loc.dtype)
     z0 = loc + tf.exp(log_scale) * eps
