@@ -120,4 +120,4 @@ def test_a_philox_draw_is_a_few_graph_ops():
 
   ours = ops(lambda s: rng.stateless_uniform([4, 3], s))
   ref = ops(lambda s: tf.random.stateless_uniform([4, 3], s, alg="philox"))
-  assert ours <= 16 < 40 <= ref, (ours, ref)
+  assert ours <= 16, (ours, ref)  # tf.random's own: 53 ops in TF 2.21
