@@ -94,8 +94,12 @@ def stateless_uniform(shape, seed, dtype=tf.float32):
 
 def stateless_normal(shape, seed, dtype=tf.float32):
   """N(0, 1) noise of `shape` from seed [2]: exactly
-  tf.random.stateless_normal(shape, seed, dtype=dtype, alg="philox")."""
-  return _philox(tf.raw_ops.StatelessRandomNormalV2, shape, seed, dtype)
+  tf.random.stateless_normal(shape, seed, dtype=dtype, alg="philox").
+
+  Its `* stddev + mean` with 1 and 0 is kept: run eagerly it turns a float16 draw's -0.0
+  (about 1 value in 6e7) into +0.0, which a tf.function's graph optimizer leaves out."""
+  draw = _philox(tf.raw_ops.StatelessRandomNormalV2, shape, seed, dtype)
+  return draw * tf.constant(1, draw.dtype) + tf.constant(0, draw.dtype)
 
 
 def _replica_position():

@@ -100,14 +100,18 @@ def test_philox_draws_equal_tf_random_bit_for_bit(mode):
       tf.random.stateless_normal(shape, seed, dtype=dtype, alg="philox"),
     )
 
-  for dtype in (tf.float32, tf.bfloat16, tf.float16, tf.float64):
-    fn = lambda s, dtype=dtype: draws(s, [7, 5], dtype)  # noqa: E731
+  # Each dtype with another way of giving the shape (list, int tensor with a zero, TensorShape);
+  # the seeds alternate between int32 and int64 (int32 only under XLA: a compile per dtype).
+  shapes = ([7, 5], tf.constant([3, 0, 2]), tf.TensorShape([1001]), [7, 5])
+  for dtype, shape in zip((tf.float32, tf.bfloat16, tf.float16, tf.float64), shapes):
+    fn = lambda s, dtype=dtype, shape=shape: draws(s, shape, dtype)  # noqa: E731
     if mode != "eager":
       fn = tf.function(fn, jit_compile=mode == "xla", autograph=False)
-    for seed in SEEDS:
-      ours_u, ref_u, ours_n, ref_n = [t.numpy() for t in fn(tf.constant(seed, tf.int32))]
-      for ours, ref in ((ours_u, ref_u), (ours_n, ref_n)):
-        assert ours.dtype == ref.dtype and ours.shape == (7, 5)
+    seed_dtypes = [tf.int32] if mode == "xla" else [tf.int32, tf.int64]
+    for seed, seed_dtype in zip(SEEDS, seed_dtypes * len(SEEDS)):
+      outs = [t.numpy() for t in fn(tf.constant(seed, seed_dtype))]
+      for ours, ref in (outs[:2], outs[2:]):
+        assert ours.dtype == ref.dtype and ours.shape == tuple(np.asarray(shape).tolist())
         np.testing.assert_array_equal(ours.view(np.uint8), ref.view(np.uint8), err_msg=seed)
   with pytest.raises(ValueError, match="floating-point"):
     rng.stateless_uniform([2], tf.constant([1, 2]), tf.int32)
