@@ -53,6 +53,31 @@ def test_fused_adam_matches_reference_adam():
   )
 
 
+def test_fused_adam_builds_one_set_of_scalars_per_dtype():
+  # One update of three variables (two float64, one float32): every variable still gets
+  # the reference update, while the beta powers (and lr, betas, epsilon) are built once
+  # per dtype, not once per variable.
+  start = np.linspace(-1, 1, 6).reshape(2, 3)
+  variables = [tf.Variable(start), tf.Variable(start), tf.Variable(start.astype(np.float32))]
+  opt = config.make_optimizer(name="adam", learning_rate=0.1)
+  opt.build(variables)
+
+  @tf.function
+  def step(i):
+    opt.apply_gradients([(tf.sin(v * 3.0 + tf.cast(i, v.dtype)), v) for v in variables])
+
+  for i in range(3):
+    step(tf.constant(i))
+  want = _numpy_adam()
+  for v in variables[:2]:
+    np.testing.assert_allclose(v.numpy(), want, rtol=1e-7, atol=1e-9)
+  np.testing.assert_allclose(variables[2].numpy(), want, rtol=1e-5, atol=1e-5)
+  graph_def = step.get_concrete_function(tf.constant(0)).graph.as_graph_def()
+  nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+  assert sum(n.op == "ResourceApplyAdam" for n in nodes) == 3
+  assert sum(n.op == "Pow" for n in nodes) == 4  # beta_1^t and beta_2^t, per dtype
+
+
 def test_fused_adam_under_mirrored_strategy():
   # No collective ops here: TF reuses collective instance keys across strategy
   # objects of one process, which would clash with the training tests' collectives.
