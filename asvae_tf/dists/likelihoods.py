@@ -56,10 +56,6 @@ def bits_per_dim(nll_nats, num_dims):
   return nll_nats / tf.constant(num_dims * _LOG_2, nll_nats.dtype)
 
 
-def _stateless(sampler, shape, seed, dtype):
-  return sampler(shape, seed, dtype)
-
-
 def _log_ndtr(x):
   """log Phi(x) = log(erfc(-x / sqrt 2) / 2), accurate in both tails (tfp.math.logerfc)."""
   return tfp.math.logerfc(-x * tf.constant(1.0 / math.sqrt(2.0), x.dtype)) - tf.constant(
@@ -195,7 +191,7 @@ class Likelihood:
       return tf.convert_to_tensor(noise, dtype)
     if seed is None:
       raise ValueError("rsample needs `seed` or `noise`.")
-    return _stateless(sampler, shape, seed, dtype)
+    return sampler(shape, seed, dtype)  # rng.stateless_uniform / stateless_normal
 
 
 @gin.configurable("bernoulli_likelihood")
