@@ -91,6 +91,8 @@ def estimator_of(name):
     weight = bound("model.f2_decoder_weight", 1.0)
     if weight != 1 and name != "asvae_r":
       f2 += f", decoder weight {weight:g}"
+    if bound("mlp_decoder.output_bias", "zeros") == "data_mean":
+      f2 += ", decoder output bias at the data mean"
   finally:
     gin.clear_config()
   return {"asvae_r": f"f1 {f1}", "asvae_g": f"f2 {f2}"}.get(name, f"f1 {f1}, f2 {f2}")

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from asvae_tf import nets
+from asvae_tf.errors import ConfigError
 
 
 def test_mlp_encoder_decoder_shapes_and_xavier_init():
@@ -114,3 +115,45 @@ def test_an_empty_stack_broadcasts_a_one_row_input_to_the_batch():
   row = tf.constant([[1.0, -2.0]])
   out = stack(row, batch_size=tf.constant(5))
   np.testing.assert_array_equal(out.numpy(), np.tile(row.numpy(), (5, 1)))
+
+
+def test_data_mean_logits_maximise_the_constant_bernoulli_likelihood():
+  # Reference: the expected Bernoulli log-likelihood of the training pixels (probabilities
+  # images / 255, dynamic binarisation) under constant logits, in float64; its autodiff
+  # gradient vanishes at data_mean_logits wherever the clip is not active.
+  rs = np.random.RandomState(0)
+  images = rs.randint(0, 256, size=(50, 3, 4, 1)).astype(np.uint8)
+  images[:, 0, 0, 0] = 0  # a pixel never on: clipped to logit(1e-3), not -inf
+  logits = nets.mlp.data_mean_logits(images)
+  assert logits.shape == (12,) and logits.dtype == np.float32
+  assert logits[0] == pytest.approx(np.log(1e-3 / (1 - 1e-3)), rel=1e-6)
+  p = tf.constant(images.reshape(50, -1) / 255.0, tf.float64)
+  theta = tf.Variable(logits.astype(np.float64))
+  with tf.GradientTape() as tape:
+    ll = tf.reduce_mean(
+      tf.reduce_sum(p * tf.math.log_sigmoid(theta) + (1 - p) * tf.math.log_sigmoid(-theta), -1)
+    )
+  grad = tape.gradient(ll, theta).numpy()
+  np.testing.assert_allclose(grad[1:], 0.0, atol=1e-6)
+  assert grad[0] < -1e-4  # the clipped pixel: the likelihood would rise further down
+
+
+def test_mlp_decoder_output_bias_settings():
+  images = np.full((4, 2, 3, 1), 51, np.uint8)  # every pixel on with p = 0.2
+  dec = nets.mlp_decoder(output_shape=(2, 3, 1), hidden_units=(5,), output_bias="data_mean")
+  dec(tf.zeros([1, 3]))
+  dec.initialise_output_bias(images)
+  np.testing.assert_allclose(dec.out.bias.numpy(), np.log(0.2 / 0.8), rtol=1e-6)
+  # Zero codes and zero kernels: the decoder's mean is the data's mean image.
+  dec.out.kernel.assign(tf.zeros_like(dec.out.kernel))
+  np.testing.assert_allclose(tf.sigmoid(dec(tf.zeros([1, 3]))).numpy(), 0.2, rtol=1e-6)
+  zeros = nets.mlp_decoder(output_shape=(2, 3, 1), hidden_units=(5,))
+  zeros(tf.zeros([1, 3]))
+  zeros.initialise_output_bias(images)  # 'zeros' (the default) leaves the bias as built
+  np.testing.assert_array_equal(zeros.out.bias.numpy(), 0.0)
+  two_params = nets.mlp_decoder(output_shape=(2, 3, 2), hidden_units=(5,), output_bias="data_mean")
+  two_params(tf.zeros([1, 3]))
+  with pytest.raises(ConfigError, match="one logit per pixel"):
+    two_params.initialise_output_bias(images)
+  with pytest.raises(ConfigError, match="mlp_decoder.output_bias"):
+    nets.mlp_decoder(output_shape=(2, 3, 1), output_bias="mean")

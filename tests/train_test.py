@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import asvae_tf
 from asvae_tf import config
+from asvae_tf import nets
 from asvae_tf import train
 from conftest import MNIST_DIR, ROOT, TINY_MODEL, idle_checkpoint_keys
 
@@ -348,6 +349,7 @@ def test_every_gin_file_parses_and_builds(gin_file):
     "train.early_stopping_metric = 'elbo'",
     "model.f2_decoder_gradient = 'marginal'",
     "model.f2_decoder_weight = 2.0",
+    "mlp_decoder.output_bias = 'data_mean'",
     "model.f1_residual_inputs = 'none'",
     "train.intra_op_threads = 1",
     "train.inter_op_threads = 2",
@@ -509,3 +511,37 @@ def test_asvae_r_without_residual_has_no_discriminator_and_trains(tmp_path, sche
   assert result["step"] == 2 and "loss/discriminator" not in result["train"]
   assert result["train"]["ratio/gap"] == 0.0
   assert not any("discriminator_optimizer/_trainable" in k for k in _weights(tmp_path))
+
+
+def test_data_mean_output_bias_starts_fresh_runs_and_resumes_bit_identically(tmp_path):
+  """mlp_decoder.output_bias = 'data_mean': a fresh run's ckpt-0 holds the logit of the
+  training images' per-pixel mean as the decoder's output bias; a resumed run restores its
+  checkpoint over the initialisation, so 2 + 2 steps equal 4 steps bit for bit."""
+  run = [
+    "model.objective = 'vae'",
+    "posterior.kind = 'gaussian'",
+    "posterior.num_flows = 0",
+    "train.strategy = 'default'",
+    "mlp_decoder.output_bias = 'data_mean'",
+  ]
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  _train(straight, run + ["train.num_steps = 4"])
+  _train(resumed, run + ["train.num_steps = 2"])
+  _train(resumed, run + ["train.num_steps = 4"])
+  gin.clear_config()
+  config.parse([MNIST_GIN], TINY + run)
+  try:
+    train_images = asvae_tf.data.load_splits().train
+  finally:
+    gin.clear_config()
+  first = _weights(straight / "checkpoints" / "ckpt-0")
+  # (Saved under the optimizer's path.) The only [784] trainable variable of this model.
+  (bias,) = [k for k in first if "_trainable_variables/" in k and first[k].shape == (784,)]
+  start = first[bias]
+  np.testing.assert_array_equal(start, nets.mlp.data_mean_logits(train_images))
+  assert np.ptp(start) > 1.0  # the synthetic images' pixels differ: not a constant
+  a, b = _weights(straight), _weights(resumed)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  assert not np.array_equal(a[bias], start)  # trained from there

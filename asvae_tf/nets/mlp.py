@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from asvae_tf import gin_config
 from asvae_tf import rng
+from asvae_tf.errors import ConfigError
 from asvae_tf.nets.layers import _XAVIER, Network, _DenseStack, broadcast_batches, flatten_rows
 
 
@@ -25,17 +26,36 @@ class MLPEncoder(Network):
     return self.body(h, seed=seed, training=training)
 
 
+OUTPUT_BIASES = ("zeros", "data_mean")
+
+
 class MLPDecoder(Network):
   """z [b, D] -> likelihood parameters [b, H, W, C * num_params] (paper: 32-500-500-784).
 
   Args:
     output_shape: (H, W, C * num_params), set by the model from the data and head.
+    output_bias: initial bias of the output layer. 'zeros' (section 5: Xavier weights,
+      zero biases) or 'data_mean' (Bernoulli decoders): logit of the training images'
+      per-pixel mean (`data_mean_logits`), set by the training run at its fresh start, so
+      the first samples are the data's mean image instead of grey noise (as in the IWAE
+      code of Burda et al.). A resumed run restores its checkpoint over it.
   """
 
   def __init__(
-    self, output_shape, hidden_units=(500, 500), activation="relu", dropout_rate=0.0, **kwargs
+    self,
+    output_shape,
+    hidden_units=(500, 500),
+    activation="relu",
+    dropout_rate=0.0,
+    output_bias="zeros",
+    **kwargs,
   ):
     super().__init__(**kwargs)
+    if output_bias not in OUTPUT_BIASES:
+      raise ConfigError(
+        f"mlp_decoder.output_bias must be one of {OUTPUT_BIASES}; got {output_bias!r}"
+      )
+    self.output_bias = output_bias
     self.out_shape = tuple(int(s) for s in output_shape)
     self.body = _DenseStack(
       hidden_units, activation, dropout_rate, dtype=self.dtype_policy, name="body"
@@ -47,6 +67,31 @@ class MLPDecoder(Network):
   def call(self, z, seed=None, training=False):
     h = self.out(self.body(z, seed=seed, training=training))
     return tf.reshape(h, [tf.shape(z)[0]] + list(self.out_shape))
+
+  def initialise_output_bias(self, train_images):
+    """Sets the built output layer's bias as `output_bias` says ('zeros': left as built).
+
+    train_images: uint8 [N, H, W, C], pixel / 255 the Bernoulli probability; the decoder
+    must output one logit per pixel (output_shape == (H, W, C))."""
+    if self.output_bias == "zeros":
+      return
+    if tuple(train_images.shape[1:]) != self.out_shape:
+      raise ConfigError(
+        f"mlp_decoder.output_bias = 'data_mean' needs one logit per pixel (a Bernoulli "
+        f"likelihood): the decoder outputs {self.out_shape}, images are "
+        f"{tuple(train_images.shape[1:])}"
+      )
+    self.out.bias.assign(data_mean_logits(train_images))
+
+
+def data_mean_logits(images, eps=1e-3):
+  """uint8 images [N, H, W, C] -> float32 [H * W * C]: logit(p), p the per-pixel mean of
+  images / 255 clipped to [eps, 1 - eps] (a pixel never on in training gets logit(1e-3),
+  not -inf). The Bernoulli decoder whose logits are these, whatever z, is the best
+  constant one: its expected log-likelihood of a training image is the largest."""
+  flat = images.reshape(len(images), -1)
+  p = np.clip(flat.mean(axis=0, dtype=np.float64) / 255.0, eps, 1.0 - eps)
+  return (np.log(p) - np.log1p(-p)).astype(np.float32)
 
 
 class JointDiscriminator(Network):

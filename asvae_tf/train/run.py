@@ -143,8 +143,7 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   logging.info("strategy: %s with %d replica(s); global batch %d", strategy,
                strat.num_replicas_in_sync, batch_size)  # fmt: skip
   keras.utils.set_random_seed(seed)  # Deterministic weight initialisation.
-  with strat.scope(), precision.policy_scope(dtype_policy):
-    mdl = model_lib.build_for_data(splits)
+  mdl = _build_model(splits, strat, dtype_policy)
   trainer = Trainer(strat, mdl, batch_size, seed, discriminator_steps, jit_compile,
                     max_bad_steps=max_bad_steps,
                     adversarial_warmup_steps=adversarial_warmup_steps, hooks=hooks,
@@ -174,6 +173,17 @@ def train(model_dir, num_steps=gin.REQUIRED, batch_size=100, seed=0, checkpoint_
   with lock or contextlib.nullcontext():
     return _resume_and_run(trainer, splits, val_batches, make_iterator, model_dir, settings,
                            hooks, lock)  # fmt: skip
+
+
+def _build_model(splits, strat, dtype_policy):
+  """The gin-configured model for `splits`, built under `strat` and the dtype policy, with
+  an MLP decoder's output bias set from the training images (`mlp_decoder.output_bias`;
+  a resumed run then restores its checkpoint over it)."""
+  with strat.scope(), precision.policy_scope(dtype_policy):
+    mdl = model_lib.build_for_data(splits)
+    if hasattr(mdl.decoder, "initialise_output_bias"):  # conv decoders have no such setting
+      mdl.decoder.initialise_output_bias(splits.train)
+  return mdl
 
 
 def _set_determinism(deterministic):
