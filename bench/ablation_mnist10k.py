@@ -60,7 +60,9 @@ MARGINAL = ["model.f2_decoder_gradient = 'marginal'"]
 NOISE = ["model.f2_input_noise = 0.5"]
 D_STEPS_2 = ["train.discriminator_steps = 2"]
 # gin/mnist_asvae_g.gin starts the decoder's output bias at the data mean since 2026-12-01;
-# the AS-VAE-g rows measured before keep section 5's zero bias, as they were run.
+# the AS-VAE-g rows measured before keep section 5's zero bias, as they were run. Bound per
+# row, not in PAPER_LITERAL (that would change every row's run stamp): a new row on
+# gin/mnist_asvae_g.gin inherits 'data_mean' unless it binds ZERO_BIAS.
 ZERO_BIAS = ["mlp_decoder.output_bias = 'zeros'"]
 DATA_MEAN_BIAS = ["mlp_decoder.output_bias = 'data_mean'"]
 MARGINAL_GAN_ADAM = (

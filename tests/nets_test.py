@@ -157,3 +157,18 @@ def test_mlp_decoder_output_bias_settings():
     two_params.initialise_output_bias(images)
   with pytest.raises(ConfigError, match="mlp_decoder.output_bias"):
     nets.mlp_decoder(output_shape=(2, 3, 1), output_bias="mean")
+
+
+def test_data_mean_output_bias_reaches_every_mirrored_replica():
+  # The training run sets the bias in cross-replica context inside strategy.scope(); every
+  # replica's copy must get it (a checkpoint would show only the first one's).
+  images = np.arange(12, dtype=np.uint8).reshape(2, 2, 3, 1) * 20
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  with strategy.scope():
+    dec = nets.mlp_decoder(output_shape=(2, 3, 1), hidden_units=(5,), output_bias="data_mean")
+    dec(tf.zeros([1, 3]))
+    dec.initialise_output_bias(images)
+  copies = strategy.experimental_local_results(dec.out.bias.value)
+  assert len(copies) == 2
+  for copy in copies:
+    np.testing.assert_array_equal(copy.numpy(), nets.mlp.data_mean_logits(images))

@@ -87,8 +87,8 @@ class MLPDecoder(Network):
 def data_mean_logits(images, eps=1e-3):
   """uint8 images [N, H, W, C] -> float32 [H * W * C]: logit(p), p the per-pixel mean of
   images / 255 clipped to [eps, 1 - eps] (a pixel never on in training gets logit(1e-3),
-  not -inf). The Bernoulli decoder whose logits are these, whatever z, is the best
-  constant one: its expected log-likelihood of a training image is the largest."""
+  not -inf). Among constant Bernoulli decoders with p in [eps, 1 - eps], the one whose
+  logits are these has the largest expected log-likelihood of the training images."""
   flat = images.reshape(len(images), -1)
   p = np.clip(flat.mean(axis=0, dtype=np.float64) / 255.0, eps, 1.0 - eps)
   return (np.log(p) - np.log1p(-p)).astype(np.float32)
