@@ -49,6 +49,7 @@ from asvae_tf import checkpoints
 from asvae_tf import precision
 from asvae_tf import rng
 from asvae_tf import versions
+from asvae_tf.nets import folded
 
 METADATA_FILE = "asvae_metadata.json"
 CONFIG_FILE = "operative_config.gin"
@@ -141,8 +142,9 @@ class AsvaeServing(tf.Module):
   """tf.Module holding an `ASVAE` with the serving functions (see module docstring).
 
   Tracked: encode, decode, sample, reconstruct, log_likelihood (tf.functions with input
-  signatures), model_variables (the generator's raw tf.Variables), image_shape (int32
-  [3]), latent_dim (int32 scalar) and assets ({file name: tf.saved_model.Asset}).
+  signatures), model_variables (the generator's raw tf.Variables), folded_decoder (the
+  decoder's serving path, `nets.folded.FoldedMLP`, or None), image_shape (int32 [3]),
+  latent_dim (int32 scalar) and assets ({file name: tf.saved_model.Asset}).
   """
 
   def __init__(self, mdl, assets=(), limits=None):
@@ -166,8 +168,11 @@ class AsvaeServing(tf.Module):
     self.latent_dim = tf.constant(mdl.latent_dim, tf.int32)
     # Tracked so the files are copied into export_dir/assets.
     self.assets = {os.path.basename(p): tf.saved_model.Asset(p) for p in assets}
-    encode, reconstruct, log_likelihood = _image_functions(mdl, limits)
-    decode, sample = _latent_functions(mdl, limits)
+    # `nets.folded`: the decoder with its biases in the matmuls (None: it does not fold).
+    self.folded_decoder = folded.fold(mdl.decoder)
+    decode_fn = mdl.decode if self.folded_decoder is None else self.folded_decoder
+    encode, reconstruct, log_likelihood = _image_functions(mdl, limits, decode_fn)
+    decode, sample = _latent_functions(mdl, limits, decode_fn)
     self.encode = encode
     self.decode = decode
     self.sample = sample
@@ -186,7 +191,7 @@ class AsvaeServing(tf.Module):
     }
 
 
-def _image_functions(mdl, limits):
+def _image_functions(mdl, limits, decode_fn):
   """(encode, reconstruct, log_likelihood): the signatures taking images [N, H, W, C]."""
   h, w, c = mdl.image_shape
   images = tf.TensorSpec([None, h, w, c], tf.float32, name="images")
@@ -205,7 +210,7 @@ def _image_functions(mdl, limits):
     with tf.control_dependencies(_check_images(images, h, w, c, max_n, "max_batch_size")):
       images, seed = tf.identity(images), _checked_seed(seed)
     z, _ = mdl.encode(images, seed)
-    return {"images": mdl.likelihood.mean(mdl.decode(z))}
+    return {"images": mdl.likelihood.mean(decode_fn(z))}
 
   @tf.function(
     autograph=False,
@@ -228,8 +233,8 @@ def _image_functions(mdl, limits):
   return encode, reconstruct, log_likelihood
 
 
-def _latent_functions(mdl, limits):
-  """(decode, sample): the signatures producing images from codes z [N, D]."""
+def _latent_functions(mdl, limits, decode_fn):
+  """(decode, sample): the signatures producing images from codes z [N, D] (decode_fn)."""
   d, max_n = mdl.latent_dim, limits["max_batch_size"]
   seed = tf.TensorSpec([2], tf.int32, name="seed")
 
@@ -241,7 +246,7 @@ def _latent_functions(mdl, limits):
       too_many = f"z: at most {max_n} codes per request (gin serving_limits.max_batch_size); got"
       with tf.control_dependencies([tf.debugging.Assert(n <= max_n, [too_many, n])]):
         z = tf.debugging.assert_all_finite(z, message=what)
-    return {"images": mdl.likelihood.mean(mdl.decode(z))}
+    return {"images": mdl.likelihood.mean(decode_fn(z))}
 
   @tf.function(
     autograph=False, input_signature=[tf.TensorSpec([], tf.int32, name="num_samples"), seed]
@@ -251,7 +256,7 @@ def _latent_functions(mdl, limits):
     with tf.control_dependencies(checks):
       num_samples, seed = tf.identity(num_samples), _checked_seed(seed)
     z = rng.stateless_normal(tf.stack([num_samples, d]), seed)
-    return {"images": mdl.likelihood.mean(mdl.decode(z)), "z": z}
+    return {"images": mdl.likelihood.mean(decode_fn(z)), "z": z}
 
   return decode, sample
 
