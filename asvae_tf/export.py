@@ -142,9 +142,10 @@ class AsvaeServing(tf.Module):
   """tf.Module holding an `ASVAE` with the serving functions (see module docstring).
 
   Tracked: encode, decode, sample, reconstruct, log_likelihood (tf.functions with input
-  signatures), model_variables (the generator's raw tf.Variables), folded_decoder (the
-  decoder's serving path, `nets.folded.FoldedMLP`, or None), image_shape (int32 [3]),
-  latent_dim (int32 scalar) and assets ({file name: tf.saved_model.Asset}).
+  signatures), model_variables (the generator's raw tf.Variables), folded_decoder (a
+  bfloat16 MLP decoder's serving path, `nets.folded.FoldedMLP`: a snapshot of the weights
+  when the module is built; else None), image_shape (int32 [3]), latent_dim (int32
+  scalar) and assets ({file name: tf.saved_model.Asset}).
   """
 
   def __init__(self, mdl, assets=(), limits=None):
@@ -168,7 +169,7 @@ class AsvaeServing(tf.Module):
     self.latent_dim = tf.constant(mdl.latent_dim, tf.int32)
     # Tracked so the files are copied into export_dir/assets.
     self.assets = {os.path.basename(p): tf.saved_model.Asset(p) for p in assets}
-    # `nets.folded`: the decoder with its biases in the matmuls (None: it does not fold).
+    # `nets.folded`: a bfloat16 decoder with its biases in the matmuls (None: not folded).
     self.folded_decoder = folded.fold(mdl.decoder)
     decode_fn = mdl.decode if self.folded_decoder is None else self.folded_decoder
     encode, reconstruct, log_likelihood = _image_functions(mdl, limits, decode_fn)

@@ -49,6 +49,7 @@ from absl import flags
 import tensorflow as tf
 
 from asvae_tf import data
+from asvae_tf.nets import folded
 from bench import bench_lib
 from bench import export_speed
 from bench import matmul_limit
@@ -364,6 +365,29 @@ def time_sample_row(policy, iters, windows):
   return policy, (med, lo, hi), mdl
 
 
+def sample_work(mdl, iters, windows):
+  """(profiler FLOPs, shape-aware limits) of the `sample` the export serves for mdl: through
+  the folded decoder (`nets.folded`, bfloat16 exports) or the decoder's own call."""
+  fold = folded.fold(mdl.decoder)
+  decode = mdl.decode if fold is None else fold
+  if fold is None:
+    shapes = network_shapes(mdl)["decoder"]
+  else:
+    shapes = [tuple(k.shape.as_list()) for k in fold.kernels]
+  fn = tf.function(
+    lambda seed: mdl.likelihood.mean(decode(mdl.sample_prior(FLAGS.sample_batch, seed)))
+  )
+  prof = graph_flops(fn.get_concrete_function(tf.TensorSpec([2], tf.int32)))
+  counts = collections.Counter(matmul_limit.chain_matmuls(shapes, FLAGS.sample_batch, "none"))
+  limits = shape_limits(counts, FLAGS.sample_batch, iters, windows)
+  print(
+    f"  sample matmuls {shapes}: shape-aware limit "
+    + ", ".join(f"{d} {v['img_s']:,.0f} img/s" for d, v in limits.items()),
+    flush=True,
+  )
+  return prof, limits
+
+
 def limit_dtype(policy):
   """The matmul dtype of a dtype policy's networks."""
   return {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}[policy]
@@ -453,24 +477,8 @@ def main(_):
     )
 
   for policy in FLAGS.dtype_policies:
-    sampled.append(time_sample_row(policy, sample_iters, windows))
-  mdl = sampled[0][-1]
-  decoder_flops = dense_flops(network_shapes(mdl)["decoder"], "none")
-  sample_fn = tf.function(lambda seed: mdl.sample(FLAGS.sample_batch, seed))
-  sample_prof = graph_flops(sample_fn.get_concrete_function(tf.TensorSpec([2], tf.int32)))
-  sample_limits = shape_limits(
-    collections.Counter(
-      matmul_limit.chain_matmuls(network_shapes(mdl)["decoder"], FLAGS.sample_batch, "none")
-    ),
-    FLAGS.sample_batch,
-    sample_iters,
-    windows,
-  )
-  print(
-    "  sample shape-aware limit "
-    + ", ".join(f"{d} {v['img_s']:,.0f} img/s" for d, v in sample_limits.items()),
-    flush=True,
-  )
+    row = time_sample_row(policy, sample_iters, windows)
+    sampled.append(row + sample_work(row[-1], sample_iters, windows))
 
   matmul.append(bench_lib.matmul_gflops(reps=matmul_reps))
   matmul_ref = statistics.mean(matmul)
@@ -504,7 +512,8 @@ def main(_):
         dtype_policy=policy,
       )
     )
-  for policy, (s_med, s_lo, s_hi), _ in sampled:
+  for policy, (s_med, s_lo, s_hi), mdl, sample_prof, sample_limits in sampled:
+    decoder_flops = dense_flops(network_shapes(mdl)["decoder"], "none")
     rows.append(
       make_row(
         f"sample@{policy}",
@@ -547,7 +556,11 @@ def main(_):
     "Shape-aware limit (bench/matmul_limit.py): the time of exactly the row's own matmuls "
     "(forward, input and weight gradients, at the shapes the step runs, one tf.function "
     f"per dtype: {', '.join(FLAGS.limit_dtypes)}), measured right after the row; "
-    "limit img/s = images / that time, and % of limit = img/s / limit img/s.",
+    "limit img/s = images / that time, and % of limit = img/s / limit img/s. "
+    "`sample` under mixed_bfloat16 runs the folded decoder (asvae_tf/nets/folded.py): its "
+    "limit times the folded kernels' shapes (one more input row, hidden widths padded to a "
+    "multiple of 32) and the profiler counts their FLOPs (a few % above the analytic count "
+    "of the decoder's own layers, which the MFLOP/image column keeps).",
     "MFLOP/image: analytic Dense-matmul FLOPs of one step (forward 2*in*out, weight and "
     "input gradients 2*in*out each, only where the step needs them). Not counted: bias "
     "adds, activations, losses, dropout, Adam updates, the planar flow's O(K*D) vector "

@@ -116,6 +116,13 @@ def test_exports_compute_in_serving_dtype_policy_whatever_the_training_policy(fr
   assert got.dtype == tf.float32
   np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-2)  # bfloat16: 8-bit mantissa
   assert not np.array_equal(got.numpy(), want.numpy())  # it did compute in bfloat16
+  # decode, sample and reconstruct run the folded bfloat16 decoder (`nets.folded`);
+  # log_likelihood the decoder's own call.
+  assert all(k.dtype == tf.bfloat16 for k in bf16.folded_decoder.kernels)
+  for name in ("decode", "sample", "reconstruct", "log_likelihood"):
+    captured = [v.name for v in bf16.signatures[name].variables]
+    folded = any(n.startswith("folded_decoder/") for n in captured)
+    assert folded == (name != "log_likelihood") and folded != ("decoder/kernel:0" in captured)
 
 
 class _NanThenOverflow(hooks_lib.Hooks):

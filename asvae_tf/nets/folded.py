@@ -16,21 +16,27 @@ PAD_MULTIPLE (500 + 1 -> 512), the AMX tile's multiple. The product then sums th
 the matmul's float32 accumulator and rounds once, where the Keras path rounds the product
 to bfloat16 before adding the bias.
 
-`fold(decoder)` builds a `FoldedMLP`: a SNAPSHOT of the decoder's weights, in the decoder's
-compute dtype, held in its own non-trainable variables (the export's `decode`, `sample`
-and `reconstruct` signatures run it; build it after the weights are restored).
+`fold(decoder)` builds a `FoldedMLP` for a bfloat16 MLP decoder: a SNAPSHOT of its
+weights in bfloat16, held in its own non-trainable variables (the export's `decode`,
+`sample` and `reconstruct` signatures run it under serving.dtype_policy =
+'mixed_bfloat16'; build it after the weights are restored).
 """
+
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from asvae_tf.nets import mlp
 
 PAD_MULTIPLE = 32
 
 
 class FoldedMLP(tf.Module):
   """Inference-only copy of an MLP decoder, z [n, D] float32 -> params [n, *out_shape]
-  float32, numerically the decoder's call up to the rounding of the bias add.
+  float32, numerically the decoder's call up to the rounding of the bias add (a float16
+  copy would turn an overflowing unit's inf into NaN through the 0 * inf of the padding).
 
   Attributes: kernels (tf.Variables [k_i + 1 or padded, n_i] in the compute dtype; row
   k_i of the input side is the bias), out_shape, compute_dtype.
@@ -42,7 +48,7 @@ class FoldedMLP(tf.Module):
     super().__init__(name=name)
     self.compute_dtype = tf.as_dtype(compute_dtype)
     self.kernels = [
-      tf.Variable(tf.cast(k, self.compute_dtype), trainable=False, name=f"kernel_{i}")
+      tf.Variable(tf.cast(k, self.compute_dtype), trainable=False, name=f"{name}/kernel_{i}")
       for i, k in enumerate(kernels)
     ]
     self._act = activation
@@ -84,20 +90,41 @@ def fold_kernels(dense_weights, pad_multiple=PAD_MULTIPLE):
 
 
 def fold(decoder):
-  """A `FoldedMLP` of an `MLPDecoder`'s current weights, or None when its layers cannot
-  fold exactly (another decoder, an activation with activation(1) != 1, a Dense layer
-  with its own activation or without a bias)."""
-  body, out = getattr(decoder, "body", None), getattr(decoder, "out", None)
-  if not isinstance(out, keras.layers.Dense) or not hasattr(body, "num_layers"):
+  """A `FoldedMLP` of an `MLPDecoder`'s current weights, or None when it would not pay or
+  would not be exact:
+    * the compute dtype is not bfloat16 (float32 gains nothing measurable: paired +0.3 ±
+      3.2%, docs/results.md; the AMX kernels are bfloat16's);
+    * not an `MLPDecoder`, or a subclass with its own `call`;
+    * a Dense layer with its own activation or without a bias;
+    * a hidden activation that is not elementwise or has activation(1) != 1 (tanh, softmax).
+  """
+  if not isinstance(decoder, mlp.MLPDecoder) or type(decoder).call is not mlp.MLPDecoder.call:
+    return None
+  body, out = decoder.body, decoder.out
+  if tf.as_dtype(out.compute_dtype) != tf.bfloat16:
     return None
   layers = [getattr(body, f"{body.prefix}_{i}") for i in range(body.num_layers)] + [out]
   for layer in layers:
     linear = layer.activation in (None, keras.activations.linear)
     if not (isinstance(layer, keras.layers.Dense) and layer.use_bias and linear):
       return None
-  compute_dtype = out.compute_dtype
-  one = tf.constant(1.0, compute_dtype)
-  if body.num_layers and float(body.act(one)) != 1.0:
+  if body.num_layers and not _carries_ones(body.act, out.compute_dtype):
     return None
   kernels = fold_kernels([(layer.kernel.numpy(), layer.bias.numpy()) for layer in layers])
-  return FoldedMLP(kernels, body.act, decoder.out_shape, compute_dtype)
+  return FoldedMLP(kernels, body.act, decoder.out_shape, out.compute_dtype)
+
+
+def _carries_ones(act, dtype):
+  """True when act is elementwise on a [2, 4] probe (each column alone gives the same
+  values) and act(1) == 1; False when it is not, or fails on the probe."""
+  probe = tf.constant([[1.0, 0.0, -1.5, 2.0], [-0.5, 1.0, 3.0, 0.25]], dtype)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # keras: "softmax over an axis of size 1"
+      whole = np.asarray(act(probe), np.float32)
+      columns = [np.asarray(act(probe[:, i : i + 1]), np.float32) for i in range(4)]
+  except Exception:  # pylint: disable=broad-except  # e.g. glu's split of an odd axis
+    return False
+  if whole.shape != (2, 4) or any(c.shape != (2, 1) for c in columns):
+    return False
+  return np.array_equal(whole, np.concatenate(columns, 1)) and whole[0, 0] == 1.0
