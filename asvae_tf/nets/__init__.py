@@ -27,6 +27,7 @@ stateless and replica-invariant (`rng.dropout`): pass `seed` (int32 [2]) and
   layers.py  activations, the dropout-aware layer stack
   mlp.py     MLPEncoder, MLPDecoder, JointDiscriminator (MNIST)
   conv.py    ConvEncoder, ConvDecoder, ConvJointDiscriminator, conv_stages, conv_widths
+  folded.py  FoldedMLP, fold: a bfloat16 export's MLP decoder with its biases in the matmuls
 """
 
 # pylint: disable=unused-import
