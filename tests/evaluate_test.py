@@ -377,6 +377,11 @@ def test_train_classifier_and_classifier_metrics(binary_run, tmp_path):
   np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
   accuracy = np.mean(probs.argmax(1) == splits["test_y"][:500])
   assert accuracy > 0.8
+  # Other batch sizes (a last partial batch, another set's size) reuse the one trace, and
+  # give each image the probabilities it gets in any batch.
+  again, _ = net.predict(test[:7], batch_size=3)
+  np.testing.assert_allclose(again, probs[:7], rtol=1e-5, atol=1e-7)
+  assert net._forward.experimental_get_tracing_count() == 1
   m = _evaluate(
     binary_run,
     [
