@@ -473,8 +473,12 @@ FAST = ["train.dtype_policy = 'mixed_bfloat16'", "train.jit_compile = 'flow'"]
 @pytest.mark.slow(25)
 @pytest.mark.parametrize(
   "scheme,extra",
-  [("alternating", []), ("shared", []), ("shared", FAST)],
-  ids=["alt", "shared", "fast"],
+  # 'shared' runs with gin/mnist_fast.gin's settings only (bfloat16 networks, XLA flow
+  # loops): the residual's isolation is where the gradients are stopped, not a dtype
+  # matter, and bit-equality in bfloat16 is the stricter check (float32 'shared' training
+  # is covered by test_resume_in_new_process_is_bit_identical).
+  [("alternating", []), ("shared", FAST)],
+  ids=["alt", "fast"],
 )
 def test_f1_without_residual_trains_theta_phi_exactly_as_an_x_only_residual(
   tmp_path, scheme, extra
