@@ -138,7 +138,7 @@ def _latest_step(model_dir):
   return None if latest is None else int(latest.rsplit("-", 1)[1])
 
 
-@pytest.mark.slow(65)
+@pytest.mark.slow(57)
 def test_sigkill_at_every_save_point_and_at_random_resumes_bit_identically(tmp_path):
   straight = tmp_path / "straight"
   _train(straight, KILL_RUN)
@@ -168,22 +168,18 @@ def test_sigkill_at_every_save_point_and_at_random_resumes_bit_identically(tmp_p
   assert rc == -signal.SIGKILL and _resumed_from(err).endswith("ckpt-6"), err[-3000:]
   assert _latest_step(killed) == 9
 
-  # 5. Kills at random moments of training (steps, saves, summaries), after the first
-  # progress line; the seed is in the failure message.
+  # 5. A kill at a random moment of training (a step, a save, a summary), after the first
+  # progress line (each run draws another moment); the seed is in the failure message.
   seed = random.SystemRandom().randrange(2**31)
-  rng = random.Random(seed)
-  landed = 0
-  for _ in range(2):
-    before = _latest_step(killed)
-    delay = rng.uniform(0.0, 0.5)
-    rc, err = _run(killed, KILL_RUN, kill_after_first_step=delay)
-    assert rc in (-signal.SIGKILL, 0), (seed, delay, err[-3000:])
-    assert _resumed_from(err).endswith(f"ckpt-{before}"), (seed, delay, err[-3000:])
-    # Whatever the moment, the recorded latest checkpoint is complete and readable.
-    state = _state(str(ckdir))
-    assert int(state["step/.ATTRIBUTES/VARIABLE_VALUE"]) == _latest_step(killed)
-    landed += rc == -signal.SIGKILL  # killed after its first training step
-  assert landed >= 1, f"both runs finished before their kill (seed {seed})"
+  delay = random.Random(seed).uniform(0.0, 0.5)
+  before = _latest_step(killed)
+  rc, err = _run(killed, KILL_RUN, kill_after_first_step=delay)
+  # 50 steps, each with a checkpoint, are left: they outlast the delay.
+  assert rc == -signal.SIGKILL, (seed, delay, err[-3000:])
+  assert _resumed_from(err).endswith(f"ckpt-{before}"), (seed, delay, err[-3000:])
+  # Whatever the moment, the recorded latest checkpoint is complete and readable.
+  state = _state(str(ckdir))
+  assert int(state["step/.ATTRIBUTES/VARIABLE_VALUE"]) == _latest_step(killed)
 
   rc, err = _run(killed, KILL_RUN)
   assert rc == 0, err[-3000:]
