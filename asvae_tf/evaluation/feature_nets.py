@@ -44,17 +44,7 @@ class _FeatureNet:
 
   def __init__(self, forward, batch_size):
     self._forward = tf.function(forward)
-    self._traced = {}  # per-image shape [H, W, C]: one graph for every batch size
     self.batch_size = int(batch_size)
-
-  def _forward_for(self, image_shape):
-    """The forward pass traced once for images [None, *image_shape] (a last batch of
-    another size, or real and generated sets of different sizes, do not retrace: a
-    trace of InceptionV3 takes seconds)."""
-    if image_shape not in self._traced:
-      spec = tf.TensorSpec([None, *image_shape], tf.float32)
-      self._traced[image_shape] = self._forward.get_concrete_function(spec)
-    return self._traced[image_shape]
 
   def predict(self, images, batch_size=None):
     """images float [N, H, W, C] in [0, 1] -> (probs [N, C], features [N, F]) float64."""
@@ -62,7 +52,10 @@ class _FeatureNet:
     if images.ndim != 4:
       raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}")
     bs = int(batch_size or self.batch_size)
-    forward = self._forward_for(tuple(int(s) for s in images.shape[1:]))
+    # One trace per image shape, for any batch size (tf.function caches it per spec): a last
+    # partial batch or another set's size does not retrace (InceptionV3 takes seconds).
+    spec = tf.TensorSpec([None, *images.shape[1:]], tf.float32)
+    forward = self._forward.get_concrete_function(spec)
     probs, feats = [], []
     for i in range(0, len(images), bs):
       p, f = forward(tf.constant(images[i : i + bs]))
