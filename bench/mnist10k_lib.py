@@ -4,8 +4,9 @@ bench/variants_mnist10k.py (their common flags and result files too).
 ../shared/data/mnist/README.md: t10k images 0..7999 train (the last 1,000 are the
 early-stopping validation slice), 8000..9999 test (binarised once, sha256 checked by
 asvae_tf.data); D = 32, 784-500-500 / 32-500-500-784 MLPs, Bernoulli decoder, batch
-100, at most 20 passes over the 7,000 training images; -ELBO and IWAE (k = 1000) on
-the 2,000 test images at the best checkpoint; classifier FID / score of 10,000
+100, at most 20 passes over the 7,000 training images (quality_mnist10k.py --refit: all
+8,000, no early stopping); -ELBO and IWAE (k = 1000) on the 2,000 test images at the best
+checkpoint (--refit: the last); classifier FID / score of 10,000
 samples with the CNN of tools/train_classifier.py trained on images 0..7999.
 """
 
@@ -57,9 +58,10 @@ def eval_settings(quick):
   return (1, 50, 1000, 500) if quick else (20, 1000, 10000, None)
 
 
-def load_splits(mnist_dir):
-  """The MNIST-10k splits (sha256 of the test binarisation checked); ValueError otherwise."""
-  splits = data.load_splits(name="mnist", local_dir=mnist_dir)
+def load_splits(mnist_dir, validation_size=None):
+  """The MNIST-10k splits (sha256 of the test binarisation checked); ValueError otherwise.
+  validation_size: None = the protocol's 1,000-image slice; 0 = all 8,000 train."""
+  splits = data.load_splits(name="mnist", local_dir=mnist_dir, validation_size=validation_size)
   if len(splits.train) + len(splits.validation) != data.MNIST10K_NUM_TRAIN:
     raise ValueError(f"{mnist_dir} is not the MNIST-10k setting: {splits.note}")
   return splits
@@ -124,8 +126,10 @@ def run(
   num_importance_samples,
   num_generated,
   max_examples=None,
+  checkpoint="best",
 ):
-  """Trains (or resumes) one model and evaluates its best checkpoint; the metrics dict.
+  """Trains (or resumes) one model and evaluates its `checkpoint` ("best": the early-stopping
+  best; "latest" for a run without a validation slice); the metrics dict.
 
   A model_dir that already holds eval/result.json of a finished run is not rerun. Its
   run_request.json (the gin text with its includes, the bindings and the evaluation
@@ -156,7 +160,9 @@ def run(
   os.makedirs(model_dir, exist_ok=True)
   with open(stamp, "w") as f:
     json.dump(request, f, indent=1)
-  metrics = experiments.train_and_evaluate(gin_path, model_dir, bindings, params, checkpoint="best")
+  metrics = experiments.train_and_evaluate(
+    gin_path, model_dir, bindings, params, checkpoint=checkpoint
+  )
   with open(done, "w") as f:
     json.dump(metrics, f, indent=1)
   return metrics

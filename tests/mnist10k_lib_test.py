@@ -1,12 +1,14 @@
 """bench/mnist10k_lib.py: the MNIST-10k protocol bindings, seed statistics, run stamping."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from bench import mnist10k_lib as lib
+from conftest import MNIST_DIR
 
 
 def test_mean_and_standard_error_match_scipy():
@@ -22,6 +24,17 @@ def test_protocol_bindings_are_the_budget():
   assert "train.num_steps = 1400" in b and "train.seed = 2" in b
   assert "train.batch_size = 100" in b and "dataset.local_dir = '/d'" in b
   assert "generator/optimizer.learning_rate = 0.001" in b
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST_DIR), reason="needs ../shared/data/mnist")
+def test_refit_splits_train_on_all_8000_images():
+  """quality_mnist10k.py --refit: the validation slice joins the training images."""
+  held_out = lib.load_splits(MNIST_DIR)
+  refit = lib.load_splits(MNIST_DIR, validation_size=0)
+  assert (len(held_out.train), len(held_out.validation)) == (7000, 1000)
+  assert (len(refit.train), len(refit.validation)) == (8000, 0)
+  np.testing.assert_array_equal(refit.train, np.concatenate([held_out.train, held_out.validation]))
+  np.testing.assert_array_equal(refit.test_binarized, held_out.test_binarized)
 
 
 def test_a_work_dir_refuses_runs_with_other_settings(tmp_path):
@@ -48,7 +61,7 @@ def test_a_finished_run_with_another_request_is_refused(tmp_path, monkeypatch):
   calls = []
 
   def fake_train_and_evaluate(*a, **k):  # evaluate writes model_dir/eval/
-    calls.append(a)
+    calls.append(a + (k,))
     (model_dir / "eval").mkdir()
     return {"iwae_nll": 1.0}
 
@@ -56,11 +69,15 @@ def test_a_finished_run_with_another_request_is_refused(tmp_path, monkeypatch):
   args = ("m.gin", str(model_dir), ["train.seed = 0"], "/clf", 10, 20)
   assert lib.run(*args) == {"iwae_nll": 1.0} and len(calls) == 1
   assert lib.run(*args) == {"iwae_nll": 1.0} and len(calls) == 1  # reused, not retrained
+  assert calls[0][4] == {"checkpoint": "best"}  # the early-stopping best by default
   with pytest.raises(ValueError, match="another gin text, bindings"):
     lib.run("m.gin", str(model_dir), ["train.seed = 1"], "/clf", 10, 20)
   (tmp_path / "m.gin").write_text("model.latent_dim = 16\n")
   with pytest.raises(ValueError, match="another gin text, bindings"):
     lib.run(*args)
+  model_dir = tmp_path / "refit"  # a run without a validation slice evaluates its latest
+  assert lib.run("m.gin", str(model_dir), [], "/clf", 10, 20, checkpoint="latest")
+  assert calls[-1][4] == {"checkpoint": "latest"}
 
 
 @pytest.mark.parametrize("quick, stem", [(False, "table"), (True, "table_quick")])

@@ -3,7 +3,7 @@
   run.py           `evaluate(model_dir)` (gin name `evaluate`): a checkpoint ->
                    metrics.json + TensorBoard scalars; `format_table` (the CLI's view).
   bounds.py        TF loops over a model: `likelihood_bounds` (IWAE / ELBO),
-                   `ratio_diagnostics`, `reconstructions`, `generate`.
+                   `refine_proposal`, `ratio_diagnostics`, `reconstructions`, `generate`.
   metrics.py       NumPy metrics: `mean_and_standard_error`, `nats_to_bits_per_dim`,
                    `mean_squared_error`, `rmse`, `inception_score`, `frechet_distance`,
                    `fid_from_features`.
@@ -28,6 +28,7 @@ from asvae_tf.evaluation.metrics import nats_to_bits_per_dim
 from asvae_tf.evaluation.metrics import rmse
 from asvae_tf.evaluation.bounds import generate
 from asvae_tf.evaluation.bounds import likelihood_bounds
+from asvae_tf.evaluation.bounds import refine_proposal
 from asvae_tf.evaluation.bounds import ratio_diagnostics
 from asvae_tf.evaluation.bounds import reconstructions
 from asvae_tf.evaluation.feature_nets import CLASSIFIER_FILE
@@ -67,6 +68,7 @@ __all__ = [
   "mean_squared_error",
   "nats_to_bits_per_dim",
   "ratio_diagnostics",
+  "refine_proposal",
   "reconstructions",
   "rmse",
   "sample_quality",
