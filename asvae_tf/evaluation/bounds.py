@@ -69,9 +69,10 @@ def refine_proposal(mdl, images, passes, learning_rate, seed, batch_size=100):
 
   The IWAE bound E log (1/k) sum_i p_theta(x, z_i) / q(z_i|x), z_i ~ q, is below
   log p_theta(x) for ANY proposal q. theta does not move, so a `likelihood_bounds` after
-  this bounds the same model's likelihood, only more tightly: what it gains is the part of
-  the bound's gap that is due to the encoder's amortisation (Cremer et al., 2018,
-  "Inference suboptimality in variational autoencoders"). Fitting the proposal to test
+  this bounds the same model's likelihood, only more tightly. What it gains is a lower bound
+  on the part of the bound's gap that is due to the encoder's amortisation (Cremer et al.,
+  2018, "Inference suboptimality in variational autoencoders", fit each image's own
+  posterior; this fits one network to all the images, for a few passes). Fitting the proposal to test
   images is evaluation, not training: no weight of the model p_theta changes.
 
   Args:
@@ -85,7 +86,14 @@ def refine_proposal(mdl, images, passes, learning_rate, seed, batch_size=100):
     batch_size: images per step.
   Returns:
     float64 [passes]: the mean one-sample -ELBO (nats) of each pass, during it.
+  Raises:
+    ValueError: passes < 0, learning_rate <= 0 or batch_size < 1.
   """
+  if passes < 0 or not learning_rate > 0 or batch_size < 1:
+    raise ValueError(
+      f"refine_proposal needs passes >= 0, learning_rate > 0 and batch_size >= 1, got "
+      f"{passes}, {learning_rate}, {batch_size}"
+    )
   phi = mdl.encoder.trainable_variables + mdl.posterior.trainable_variables
   optimizer = keras.optimizers.Adam(learning_rate)
 
