@@ -192,3 +192,13 @@ def mean_se(values):
     return mean, 0.0
   var = sum((v - mean) ** 2 for v in values) / (n - 1)
   return mean, math.sqrt(var / n)
+
+
+def cell(values, spec=".2f"):
+  """A table cell: "mean ± se" over values (None dropped), the value alone for one, "n/a"
+  for none."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return "n/a"
+  mean, se = mean_se(values)
+  return f"{mean:{spec}} ± {se:{spec}}" if len(values) > 1 else f"{mean:{spec}}"

@@ -108,14 +108,6 @@ def estimator_of(name):
   return {"asvae_r": f"f1 {f1}", "asvae_g": f"f2 {f2}"}.get(name, f"f1 {f1}, f2 {f2}")
 
 
-def _cell(values, spec=".2f"):
-  values = [v for v in values if v is not None]
-  if not values:
-    return "n/a"
-  mean, se = lib.mean_se(values)
-  return f"{mean:{spec}} ± {se:{spec}}" if len(values) > 1 else f"{mean:{spec}}"
-
-
 def seed_table(runs, header):
   """runs: {model: {seed: metrics}} -> markdown (mean ± se over seeds; paired vs VAE)."""
   lines = [
@@ -131,10 +123,10 @@ def seed_table(runs, header):
   vae = runs.get("vae", {})
   for name, by_seed in runs.items():
     seeds = sorted(by_seed)
-    cells = [_cell([by_seed[s].get(k) for s in seeds]) for k, _ in COLUMNS]
+    cells = [lib.cell([by_seed[s].get(k) for s in seeds]) for k, _ in COLUMNS]
     common = [s for s in seeds if s in vae]
     paired = [
-      _cell([fn(by_seed[s][key], vae[s][key]) for s in common])
+      lib.cell([fn(by_seed[s][key], vae[s][key]) for s in common])
       if name != "vae" and common and key in by_seed[seeds[0]]
       else "-"
       for _, (key, fn) in PAIRED

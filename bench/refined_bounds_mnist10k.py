@@ -87,11 +87,6 @@ def refined(model_dir, passes, learning_rate):
   )
 
 
-def _cell(values):
-  mean, se = lib.mean_se(values)
-  return f"{mean:.2f} ± {se:.2f}" if len(values) > 1 else f"{mean:.2f}"
-
-
 def table(runs, header):
   """runs: {model: {seed: refined(...)}} -> markdown, mean ± se over seeds."""
   keys = (
@@ -109,11 +104,11 @@ def table(runs, header):
   vae = runs.get("vae", {})
   for name, by_seed in runs.items():
     seeds = sorted(by_seed)
-    cells = [_cell([by_seed[s][k] for s in seeds]) for k, _ in keys]
-    gain = _cell([by_seed[s]["iwae_nll"] - by_seed[s]["refined_iwae_nll"] for s in seeds])
+    cells = [lib.cell([by_seed[s][k] for s in seeds]) for k, _ in keys]
+    gain = lib.cell([by_seed[s]["iwae_nll"] - by_seed[s]["refined_iwae_nll"] for s in seeds])
     common = [s for s in seeds if s in vae]
     paired = (
-      _cell([by_seed[s]["refined_iwae_nll"] - vae[s]["refined_iwae_nll"] for s in common])
+      lib.cell([by_seed[s]["refined_iwae_nll"] - vae[s]["refined_iwae_nll"] for s in common])
       if name != "vae" and common
       else "-"
     )

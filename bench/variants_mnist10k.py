@@ -62,11 +62,6 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
 FLAGS = flags.FLAGS
 
 
-def _cell(values):
-  mean, se = lib.mean_se(values)
-  return f"{mean:.2f} ± {se:.2f}" if len(values) > 1 else f"{mean:.2f}"
-
-
 def table(runs, header):
   """runs: {variant: {seed: metrics}} -> markdown; paired differences to the first variant."""
   base_name = next(iter(runs))
@@ -80,14 +75,14 @@ def table(runs, header):
   ]
   for name, by_seed in runs.items():
     seeds = sorted(by_seed)
-    cells = [_cell([by_seed[s][k] for s in seeds]) for k, _ in COLUMNS]
+    cells = [lib.cell([by_seed[s][k] for s in seeds]) for k, _ in COLUMNS]
     if name == base_name:
       cells += ["-", "-"]
     else:
       common = [s for s in seeds if s in base]
-      cells.append(_cell([by_seed[s]["iwae_nll"] - base[s]["iwae_nll"] for s in common]))
+      cells.append(lib.cell([by_seed[s]["iwae_nll"] - base[s]["iwae_nll"] for s in common]))
       cells.append(
-        _cell([by_seed[s]["classifier_fid"] / base[s]["classifier_fid"] for s in common])
+        lib.cell([by_seed[s]["classifier_fid"] / base[s]["classifier_fid"] for s in common])
       )
     bindings = "; ".join(VARIANTS[name]) or "(gin/mnist.gin defaults)"
     lines.append(

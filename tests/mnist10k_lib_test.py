@@ -19,6 +19,12 @@ def test_mean_and_standard_error_match_scipy():
   assert lib.mean_se([3.0]) == (3.0, 0.0)
 
 
+def test_table_cells():
+  assert lib.cell([1.0, 2.0, None]) == f"1.50 ± {stats.sem([1.0, 2.0]):.2f}"
+  assert lib.cell([3.14159]) == "3.14" and lib.cell([None]) == "n/a"
+  assert lib.cell([0.5, 0.7], ".1f") == "0.6 ± 0.1"
+
+
 def test_protocol_bindings_are_the_budget():
   b = lib.protocol_bindings("/d", 7000, 20, 2, 1e-3)
   assert "train.num_steps = 1400" in b and "train.seed = 2" in b
