@@ -26,13 +26,13 @@ import numpy as np
 import tensorflow as tf
 
 from asvae_tf import checkpoints
-from asvae_tf import data
 from asvae_tf import evaluation
 from asvae_tf import experiments
 from asvae_tf import gin_config
 from asvae_tf import model as model_lib
 from asvae_tf import registry
 from asvae_tf import rng
+from asvae_tf.evaluation import run as eval_run
 import mnist10k_lib as lib
 
 TABLE1 = experiments.PAPER_TABLES[1].rows
@@ -51,6 +51,7 @@ FLAGS = flags.FLAGS
 REFINE_SEED = (0, 0x4EF1)
 
 
+# pylint: disable=protected-access  # eval_run._load_images and _is_discretized
 def refined(model_dir, passes, learning_rate):
   """The protocol evaluation's metrics of a finished run and its refined bounds, a dict."""
   with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
@@ -59,19 +60,20 @@ def refined(model_dir, passes, learning_rate):
     params = json.load(f)["params"]
   if metrics["split"] != "test" or any(p.startswith("evaluate.seed") for p in params):
     raise app.UsageError(f"{model_dir} was not evaluated on the test split with seed 0")
-  with gin_config.isolated():
+  with gin_config.isolated():  # evaluate()'s own images, model and samples
     registry.parse_model_dir(model_dir)
-    splits = data.load_splits()
+    splits, x, _ = eval_run._load_images("test", metrics["num_examples"], {}, 1)
     mdl = model_lib.build_for_data(splits)
     checkpoints.restore_latest_intact(mdl, model_dir, metrics["checkpoint"])
-  x = data.to_float(splits.test_binarized[: metrics["num_examples"]], splits.binary)
   per_pass = evaluation.refine_proposal(
     mdl, x, passes, learning_rate, tf.constant(REFINE_SEED, tf.int32)
   )
-  seed = rng.split(rng.run_seed(0, "evaluation"), 2)[0]  # evaluate()'s own (its seed 0)
-  discretized = hasattr(mdl.likelihood, "discretized_log_prob")  # as evaluate() decides
   iwae, elbo = evaluation.likelihood_bounds(
-    mdl, x, metrics["num_importance_samples"], seed, discretized=discretized
+    mdl,
+    x,
+    metrics["num_importance_samples"],
+    rng.split(rng.run_seed(0, "evaluation"), 2)[0],  # evaluate()'s at seed 0; --passes=0 checks
+    discretized=eval_run._is_discretized(mdl),
   )
   if passes == 0:  # the protocol's own numbers, recomputed
     got = (float(-iwae.mean()), float(-elbo.mean()))
