@@ -229,12 +229,12 @@ ROWS = {
     _decoder_weight(2),
   ),
   "asvae_weight3": (
-    "    beta_1 0.5 row + decoder adversarial weight 3 (gin/mnist.gin)",
+    "    beta_1 0.5 row + decoder adversarial weight 3 (gin/mnist.gin until 2026-12-02)",
     "mnist.gin",
     _decoder_weight(3),
   ),
   "asvae_weight4": (
-    "    beta_1 0.5 row + decoder adversarial weight 4",
+    "    beta_1 0.5 row + decoder adversarial weight 4 (gin/mnist.gin)",
     "mnist.gin",
     _decoder_weight(4),
   ),
@@ -385,12 +385,13 @@ def main(argv):
     )
     print(table({key: results[key]}, ""), flush=True)
   header = (
-    f"MNIST-10k ablation ({datetime.date.today().isoformat()}, TF {tf.__version__}; "
+    f"MNIST-10k ablation ({datetime.date.today().isoformat()}, {os.cpu_count()} x "
+    f"{lib.cpu_name()}, TF {tf.__version__}; "
     f"{'QUICK smoke run, not a result; ' if FLAGS.quick else ''}{epochs} epochs, "
     f"batch {lib.BATCH}, Adam lr {FLAGS.learning_rate}, seed {FLAGS.seed}, IWAE k = {k} "
     f"on {results[FLAGS.rows[0]]['num_examples']} test images, {num_generated} samples, "
     f"classifier test accuracy {clf['test_accuracy']:.4f}; the min column is each row's "
-    f"train + eval wall time, with up to 5 rows sharing the 2 cores; "
+    f"train + eval wall time, other jobs may have shared the cores; "
     f"{(time.time() - start) / 60:.1f} min this invocation, finished rows reused)"
   )
   out = table(results, header)

@@ -1,5 +1,5 @@
-"""The MNIST-10k protocol shared by bench/quality_mnist10k.py, bench/ablation_mnist10k.py and
-bench/variants_mnist10k.py (their common flags and result files too).
+"""The MNIST-10k protocol shared by bench/quality_mnist10k.py, bench/ablation_mnist10k.py,
+bench/variants_mnist10k.py and bench/tune_mnist10k.py (their common flags and result files too).
 
 ../shared/data/mnist/README.md: t10k images 0..7999 train (the last 1,000 are the
 early-stopping validation slice), 8000..9999 test (binarised once, sha256 checked by
@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 from absl import flags
 from absl import logging
@@ -26,6 +27,14 @@ from asvae_tf.evaluation import feature_nets
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 BATCH = 100
+# (metric key, table header) of the columns every MNIST-10k table shows.
+METRIC_COLUMNS = (
+  ("neg_elbo", "-ELBO"),
+  ("iwae_nll", "IWAE NLL"),
+  ("classifier_fid", "classifier FID"),
+  ("classifier_score", "classifier score"),
+  ("kl_exact", "exact KL"),
+)
 
 
 def define_flags(name, work_help):
@@ -87,13 +96,25 @@ def protocol_bindings(mnist_dir, train_size, epochs, seed, learning_rate):
 
 
 def classifier(mnist_dir, directory, epochs=8):
-  """Metadata of the MNIST classifier in `directory`, trained there first if missing."""
+  """Metadata of the MNIST classifier in `directory`, trained there first if missing.
+
+  Trained in a private directory renamed into place, so processes sharing a work dir never
+  read a half-written classifier; when two train at once, the first rename wins and the
+  other's copy is discarded (the same seed gives the same network)."""
   path = os.path.join(directory, feature_nets.CLASSIFIER_METADATA)
-  if os.path.isfile(path):
-    with open(path) as f:
-      return json.load(f)
-  logging.info("training the MNIST classifier on t10k images 0..7999")
-  return feature_nets.train_classifier(mnist_dir, directory, epochs=epochs, verbose=0)
+  if not os.path.isfile(path):
+    logging.info("training the MNIST classifier on t10k images 0..7999")
+    private = f"{directory.rstrip(os.sep)}.partial{os.getpid()}"
+    shutil.rmtree(private, ignore_errors=True)
+    feature_nets.train_classifier(mnist_dir, private, epochs=epochs, verbose=0)
+    try:
+      os.rename(private, directory)  # atomic; fails if another process got there first
+    except OSError:
+      if not os.path.isfile(path):
+        raise
+      shutil.rmtree(private, ignore_errors=True)
+  with open(path) as f:
+    return json.load(f)
 
 
 def stamp_work_dir(work_dir, settings):
@@ -127,14 +148,17 @@ def run(
   num_generated,
   max_examples=None,
   checkpoint="best",
+  split="test",
 ):
   """Trains (or resumes) one model and evaluates its `checkpoint` ("best": the early-stopping
-  best; "latest" for a run without a validation slice); the metrics dict.
+  best; "latest" for a run without a validation slice or with early stopping off); the
+  metrics dict.
 
   A model_dir that already holds eval/result.json of a finished run is not rerun. Its
   run_request.json (the gin text with its includes, the bindings and the evaluation
   settings) must equal this call's: a gin file or binding changed since is a ValueError,
   not a stale result under a new label (runs made before the stamp existed are reused).
+  split: the evaluated split, "test" or "validation" (bench/tune_mnist10k.py).
   """
   params = [
     f"evaluate.num_importance_samples = {num_importance_samples}",
@@ -143,6 +167,8 @@ def run(
   ]
   if max_examples:
     params.append(f"evaluate.max_examples = {max_examples}")
+  if split != "test":  # only then, so the stamps of earlier test-split runs stay valid
+    params.append(f"evaluate.split = '{split}'")
   gin_path = os.path.join(experiments.GIN_DIR, gin_file)
   request = dict(gin_file=gin_file, gin_sha256=gin_sha256(gin_path), bindings=list(bindings),
                  params=params)  # fmt: skip
@@ -166,6 +192,15 @@ def run(
   with open(done, "w") as f:
     json.dump(metrics, f, indent=1)
   return metrics
+
+
+def cpu_name():
+  """The CPU's model name from /proc/cpuinfo ("?" where there is none), for table headers."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+  except OSError:
+    return "?"
 
 
 def gin_sha256(path):

@@ -60,14 +60,7 @@ flags.DEFINE_bool(
 )
 FLAGS = flags.FLAGS
 
-COLUMNS = (
-  ("neg_elbo", "-ELBO"),
-  ("iwae_nll", "IWAE NLL"),
-  ("classifier_fid", "classifier FID"),
-  ("classifier_score", "classifier score"),
-  ("kl_exact", "exact KL"),
-  ("ratio_gap", "ratio gap"),
-)
+COLUMNS = lib.METRIC_COLUMNS + (("ratio_gap", "ratio gap"),)
 # Same-seed comparisons with the VAE: (header, (metric, f(model, vae))).
 PAIRED = (
   ("IWAE - VAE", ("iwae_nll", lambda a, b: a - b)),
@@ -188,14 +181,7 @@ def main(argv):
   if FLAGS.long_epochs:
     for name in FLAGS.long_models:
       long_runs[name] = {0: run(name, 0, FLAGS.long_epochs, f"{FLAGS.long_epochs}passes")}
-  cpu = next(
-    (
-      line.split(":", 1)[1].strip()
-      for line in open("/proc/cpuinfo")
-      if line.startswith("model name")
-    ),
-    "?",
-  )
+  cpu = lib.cpu_name()
   header = (
     f"MNIST-10k quality ({datetime.date.today().isoformat()}, {os.cpu_count()} x {cpu}, "
     f"TF {tf.__version__}; {'QUICK smoke run, not a result; ' if FLAGS.quick else ''}"

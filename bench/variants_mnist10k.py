@@ -41,14 +41,7 @@ VARIANTS = {
     "train.jit_compile = 'flow'",
   ],
 }
-COLUMNS = (
-  ("neg_elbo", "-ELBO"),
-  ("iwae_nll", "IWAE NLL"),
-  ("classifier_fid", "classifier FID"),
-  ("classifier_score", "classifier score"),
-  ("kl_exact", "exact KL"),
-  ("train_seconds", "train s"),
-)
+COLUMNS = lib.METRIC_COLUMNS + (("train_seconds", "train s"),)
 
 lib.define_flags("variants_mnist10k", "Model dirs go here.")
 flags.adopt_module_key_flags(lib)  # --helpshort lists the shared flags too

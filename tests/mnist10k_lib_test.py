@@ -94,3 +94,76 @@ def test_results_are_written_as_json_and_markdown(tmp_path, quick, stem):
   assert json.loads((out / f"{stem}.json").read_text()) == {"rows": {"vae": 109.6}}
   assert (out / f"{stem}.md").read_text() == "| a |\n"
   assert sorted(p.name for p in out.iterdir()) == [f"{stem}.json", f"{stem}.md"]
+
+
+def test_a_validation_run_asks_the_evaluation_for_that_split(tmp_path, monkeypatch):
+  """bench/tune_mnist10k.py evaluates the validation slice; test-split requests are as before
+  (so the stamps of earlier runs stay valid)."""
+  monkeypatch.setattr(lib.experiments, "GIN_DIR", str(tmp_path))
+  (tmp_path / "m.gin").write_text("model.latent_dim = 32\n")
+  params = []
+
+  def fake_train_and_evaluate(gin_path, model_dir, bindings, eval_params, checkpoint):
+    params.append(list(eval_params))
+    os.makedirs(os.path.join(model_dir, "eval"))
+    return {"iwae_nll": 1.0}
+
+  monkeypatch.setattr(lib.experiments, "train_and_evaluate", fake_train_and_evaluate)
+  lib.run("m.gin", str(tmp_path / "a"), [], "/clf", 10, 20, split="validation")
+  lib.run("m.gin", str(tmp_path / "b"), [], "/clf", 10, 20)
+  assert "evaluate.split = 'validation'" in params[0]
+  assert not any("evaluate.split" in p for p in params[1])
+
+
+def test_cpu_name_reads_proc_cpuinfo(monkeypatch):
+  import builtins
+  import io
+
+  real_open = builtins.open
+  text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
+
+  def fake_open(path, *a, **k):
+    return io.StringIO(text) if path == "/proc/cpuinfo" else real_open(path, *a, **k)
+
+  monkeypatch.setattr(builtins, "open", fake_open)
+  assert lib.cpu_name() == "AMD EPYC 7B13"
+  text = "processor\t: 0\n"  # no model name line (e.g. some ARM kernels)
+  assert lib.cpu_name() == "?"
+
+  def no_file(path, *a, **k):
+    raise FileNotFoundError(path)
+
+  monkeypatch.setattr(builtins, "open", no_file)
+  assert lib.cpu_name() == "?"
+
+
+def test_a_classifier_is_trained_once_and_moved_into_place(tmp_path, monkeypatch):
+  """Processes sharing a work dir: the classifier appears whole or not at all."""
+  trained = []
+
+  def fake_train(mnist_dir, out, epochs, verbose):
+    trained.append(out)
+    os.makedirs(out)
+    meta = {"test_accuracy": 0.99}
+    with open(os.path.join(out, lib.feature_nets.CLASSIFIER_METADATA), "w") as f:
+      json.dump(meta, f)
+    return meta
+
+  monkeypatch.setattr(lib.feature_nets, "train_classifier", fake_train)
+  target = str(tmp_path / "classifier")
+  assert lib.classifier("/mnist", target) == {"test_accuracy": 0.99}
+  assert trained[0] != target and not os.path.exists(trained[0])  # trained aside, renamed
+  assert lib.classifier("/mnist", target) == {"test_accuracy": 0.99} and len(trained) == 1
+  # Another process finished first: this one's copy is discarded, the winner's kept.
+  other = str(tmp_path / "other")
+  real_train = fake_train
+
+  def lose_the_race(mnist_dir, out, epochs, verbose):
+    real_train(mnist_dir, other, epochs, verbose)  # the winner...
+    os.rename(other, out.rsplit(".partial", 1)[0])  # ...moves its copy in first
+    return real_train(mnist_dir, out, epochs, verbose)
+
+  monkeypatch.setattr(lib.feature_nets, "train_classifier", lose_the_race)
+  target2 = str(tmp_path / "classifier2")
+  assert lib.classifier("/mnist", target2) == {"test_accuracy": 0.99}
+  assert sorted(os.listdir(tmp_path)) == ["classifier", "classifier2"]

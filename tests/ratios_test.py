@@ -327,12 +327,12 @@ def test_instance_noise_without_an_f2_is_a_config_error():
 
 
 def test_f2_decoder_weight_leaves_objectives_without_f2_unchanged():
-  """gin/mnist.gin sets lambda = 3; a VAE or AS-VAE-r built from it has no f2 term, and its
+  """gin/mnist.gin sets lambda = 4; a VAE or AS-VAE-r built from it has no f2 term, and its
   loss is the one at lambda = 1."""
   x = _x()
   for objective, estimator in (("vae", "joint"), ("asvae_r", "explicit"), ("asvae_r", "joint")):
     kw = dict(ratio_estimator=estimator, generator_pass_dropout=False)
-    a, b = _model(objective, **kw), _model(objective, f2_decoder_weight=3.0, **kw)
+    a, b = _model(objective, **kw), _model(objective, f2_decoder_weight=4.0, **kw)
     b.set_weights(a.get_weights())
     la = a.generator_loss(a.terms(x, SEED, "generator", training=False))
     lb = b.generator_loss(b.terms(x, SEED, "generator", training=False))
