@@ -12,13 +12,6 @@ import re
 from asvae_tf import errors
 from bench import mnist10k_lib as lib
 
-# Bound by the tuning setup itself: a --binding or --sweep of these would silently change the
-# budget, data, seed or checkpoint the table's header states (the learning rate has its flag).
-FIXED_PARAMS = frozenset(
-  re.match(r"\s*([\w./]+)\s*=", b).group(1)
-  for b in lib.protocol_bindings("/d", 7000, 20, 0, 1e-3) + ["train.early_stopping_patience = 0"]
-)
-
 
 def parse_sweep(sweep):
   """'scope.param=v1,v2' -> ('scope.param', ['v1', 'v2']); None or '' -> (None, [None]).
@@ -41,6 +34,14 @@ def binding_name(binding):
   if not m:
     raise ValueError(f"--binding must look like 'scope.param = value', got {binding!r}")
   return m.group(1)
+
+
+# Bound by the tuning setup itself: a --binding or --sweep of these would silently change the
+# budget, data, seed or checkpoint the table's header states (the learning rate has its flag).
+FIXED_PARAMS = frozenset(
+  binding_name(b)
+  for b in lib.protocol_bindings("/d", 7000, 20, 0, 1e-3) + ["train.early_stopping_patience = 0"]
+)
 
 
 def candidates(gin_files, sweep, bindings=()):
