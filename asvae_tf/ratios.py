@@ -4,8 +4,9 @@ The paper estimates both log-ratios of eq. (7) with joint networks f(x, z) train
 by logistic regression (eqs. 5, 6). A logistic logit saturates long before it can
 express the 100-nat ratios a flow posterior produces, so on MNIST the encoder
 shrinks q(z|x) without paying for it (docs/design.md, "Ratio estimators"; the
-ablations of docs/results.md measure it). The 'explicit' estimator writes each optimum as a part we can compute
-plus a part a network learns, and keeps the optimum of eqs. (5)-(7) in its family.
+ablations of docs/results.md measure it). The 'explicit' estimator writes each
+optimum as a part we can compute plus a part a network learns, and keeps the
+optimum of eqs. (5)-(7) in its family.
 
 f1 (eq. 5). With q(x, z) = q(x) q_phi(z|x):
     f1*(x, z) = log q(x, z) - log p_theta(x) p(z)
